@@ -1,0 +1,245 @@
+"""Operator and reader base classes, and the error policy they share.
+
+A concrete row operator implements one method, ``process(row)``: it reads the record dict,
+writes its numbers into ``row["scores"]`` (or media metadata), and may call ``self.drop`` or raise
+``SkipSample``. The base does the rest: skipping rows that are no longer kept, turning per-row
+errors into quarantine entries with a reason, lineage, and Arrow conversion.
+
+Operators know nothing of Ray: an instance is a picklable callable ``pa.Table -> pa.Table``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict
+
+from schemas.enums import ReasonCode, Status
+from schemas.record import from_table, new_record, to_table
+
+__all__ = [
+    "FATAL_ERRORS",
+    "BatchOperator",
+    "EmptyParams",
+    "Operator",
+    "OperatorError",
+    "Params",
+    "Reader",
+    "RowOperator",
+    "SkipSample",
+    "Unit",
+    "mark",
+]
+
+log = logging.getLogger(__name__)
+
+#: Errors that always stop the run: the environment is broken, not the sample.
+FATAL_ERRORS: tuple[type[BaseException], ...] = (MemoryError, ImportError, KeyboardInterrupt, SystemExit)
+
+
+class OperatorError(Exception):
+    """A fatal error: the operator cannot work at all (bad weights, missing dependency)."""
+
+
+class SkipSample(Exception):
+    """Raised by an operator for one row whose input is broken: the row is quarantined."""
+
+    def __init__(self, reason: ReasonCode | str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else str(reason))
+        self.reason = str(reason)
+        self.detail = detail
+
+
+class Params(BaseModel):
+    """Base of every operator's typed params: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class EmptyParams(Params):
+    pass
+
+
+def mark(row: dict[str, Any], status: Status, operator: str, reason: str, detail: str | None = None) -> None:
+    """Set a row's status with the operator and reason that decided it."""
+    row["status"] = status.value
+    row["status_operator"] = operator
+    row["status_reason"] = str(reason)
+    row["status_detail"] = detail
+
+
+class Operator:
+    """Base of everything a stage can name. Subclasses set ``name`` and ``Params``."""
+
+    name: ClassVar[str] = ""
+    #: "map": row-local, runs inside Ray Data map_batches; "global": needs the whole dataset.
+    kind: ClassVar[str] = "map"
+    Params: ClassVar[type[Params]] = EmptyParams
+    #: rows per call inside a block unless the stage's resources say otherwise
+    default_batch_size: ClassVar[int] = 256
+    #: model-backed operators load once per worker: the engine runs them as an actor pool
+    stateful: ClassVar[bool] = False
+    #: (import name, pip requirement) pairs checked before the run starts
+    requires: ClassVar[tuple[tuple[str, str], ...]] = ()
+    #: score keys this operator writes into ``row["scores"]``, with a one-line meaning each
+    writes: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, params: Params | dict[str, Any] | None = None, *, stage: str | None = None) -> None:
+        if params is None:
+            params = {}
+        self.params = params if isinstance(params, BaseModel) else self.Params.model_validate(params)
+        self.stage = stage or self.name
+
+    @classmethod
+    def check_requirements(cls) -> None:
+        """Fail early, with the pip command, when an optional dependency is missing."""
+        import importlib.util
+
+        for module, requirement in cls.requires:
+            if importlib.util.find_spec(module) is None:
+                raise OperatorError(f"Please install {requirement} to use '{cls.name}' (pip install '{requirement}')")
+
+    def validate_setup(self) -> None:
+        """Checks that need the params (weights exist...), run on the driver before any work."""
+
+    def __call__(self, batch: pa.Table) -> pa.Table:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class BatchOperator(Operator):
+    """An operator that sees the kept rows of a batch together (model-backed, vectorised)."""
+
+    def process_batch(self, rows: list[dict[str, Any]]) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def drop(self, row: dict[str, Any], reason: ReasonCode | str, detail: str | None = None) -> None:
+        mark(row, Status.DROPPED, self.stage, str(reason), detail)
+
+    def quarantine(self, row: dict[str, Any], reason: ReasonCode | str, detail: str | None = None) -> None:
+        mark(row, Status.QUARANTINED, self.stage, str(reason), detail)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = from_table(batch)
+        live = [r for r in rows if r["status"] == Status.KEPT.value]
+        for r in live:
+            r["lineage"] = [*(r.get("lineage") or []), self.stage]
+        size = self.default_batch_size
+        for start in range(0, len(live), size):
+            self._run_chunk(live[start : start + size])
+        return to_table(rows)
+
+    def _run_chunk(self, chunk: list[dict[str, Any]]) -> None:
+        try:
+            self.process_batch(chunk)
+        except FATAL_ERRORS:
+            raise
+        except OperatorError:
+            raise
+        except Exception:
+            if len(chunk) == 1:
+                raise
+            # one bad row must not take its neighbours with it: retry row by row
+            for r in chunk:
+                self._run_one(r)
+
+    def _run_one(self, row: dict[str, Any]) -> None:
+        try:
+            self.process_batch([row])
+        except FATAL_ERRORS:
+            raise
+        except OperatorError:
+            raise
+        except SkipSample as e:
+            self.quarantine(row, e.reason, e.detail)
+        except Exception as e:  # noqa: BLE001 - any other per-row failure quarantines that row
+            log.debug("operator %s failed on %s", self.stage, row.get("locator"), exc_info=True)
+            self.quarantine(row, ReasonCode.OPERATOR_ERROR, f"{type(e).__name__}: {e}")
+
+
+class RowOperator(BatchOperator):
+    """An operator that handles one record at a time: implement ``process(row)``."""
+
+    def process(self, row: dict[str, Any]) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def process_batch(self, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            self._run_one_row(row)
+
+    def _run_one_row(self, row: dict[str, Any]) -> None:
+        try:
+            self.process(row)
+        except FATAL_ERRORS:
+            raise
+        except OperatorError:
+            raise
+        except SkipSample as e:
+            self.quarantine(row, e.reason, e.detail)
+        except Exception as e:  # noqa: BLE001
+            log.debug("operator %s failed on %s", self.stage, row.get("locator"), exc_info=True)
+            self.quarantine(row, ReasonCode.OPERATOR_ERROR, f"{type(e).__name__}: {e}")
+
+
+class Unit(dict):
+    """One piece of ingest work (a chunk of files, a byte range of a manifest, one tar).
+
+    ``unit`` is a stable id (the unit of resume); ``payload`` is JSON-serialisable.
+    """
+
+    @classmethod
+    def make(cls, source: str, payload: dict[str, Any]) -> Unit:
+        digest = hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+        return cls(unit=f"{source}-{digest}", source=source, payload=payload)
+
+
+class Reader:
+    """Turns a source into records. ``plan`` runs on the driver and must be cheap (listing only);
+    ``read`` runs on workers, one unit at a time, and streams records.
+
+    A reader never loses an input: a file or line it cannot parse becomes a quarantined record
+    (``self.broken(...)``) with its locator and reason.
+    """
+
+    name: ClassVar[str] = ""
+    Params: ClassVar[type[Params]] = EmptyParams
+    #: modalities this reader can produce (documentation for `curate operators`)
+    produces: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        *,
+        source: str,
+        path: str,
+        license: str | None = None,
+        params: Params | dict[str, Any] | None = None,
+        units_per_file: int = 64,
+    ) -> None:
+        self.source = source
+        self.path = path
+        self.license = license
+        self.params = params if isinstance(params, BaseModel) else self.Params.model_validate(params or {})
+        self.units_per_file = units_per_file
+
+    def plan(self) -> Iterator[Unit]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def read(self, payload: dict[str, Any]) -> Iterator[dict[str, Any]]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def unit(self, payload: dict[str, Any]) -> Unit:
+        return Unit.make(self.source, payload)
+
+    def record(self, locator: str, **fields: Any) -> dict[str, Any]:
+        """A new kept record of this source."""
+        return new_record(source=self.source, locator=locator, license=self.license, **fields)
+
+    def broken(self, locator: str, reason: ReasonCode | str, detail: str, **fields: Any) -> dict[str, Any]:
+        """A quarantined record for an input that could not be read."""
+        rec = self.record(locator, **fields)
+        mark(rec, Status.QUARANTINED, f"ingest:{self.name}", str(reason), detail)
+        return rec
