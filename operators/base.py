@@ -24,6 +24,7 @@ from schemas.record import from_table, new_record, to_table
 
 __all__ = [
     "FATAL_ERRORS",
+    "GlobalOperator",
     "BatchOperator",
     "EmptyParams",
     "Operator",
@@ -94,6 +95,8 @@ class Operator:
             params = {}
         self.params = params if isinstance(params, BaseModel) else self.Params.model_validate(params)
         self.stage = stage or self.name
+        #: rows per call inside a block (the stage's ``resources.batch_size``); None: the default
+        self.batch_size: int | None = None
 
     @classmethod
     def check_requirements(cls) -> None:
@@ -128,7 +131,7 @@ class BatchOperator(Operator):
         live = [r for r in rows if r["status"] == Status.KEPT.value]
         for r in live:
             r["lineage"] = [*(r.get("lineage") or []), self.stage]
-        size = self.default_batch_size
+        size = self.batch_size or self.default_batch_size
         for start in range(0, len(live), size):
             self._run_chunk(live[start : start + size])
         return to_table(rows)
@@ -243,3 +246,20 @@ class Reader:
         rec = self.record(locator, **fields)
         mark(rec, Status.QUARANTINED, f"ingest:{self.name}", str(reason), detail)
         return rec
+
+
+class GlobalOperator(Operator):
+    """An operator that needs every row sharing a key together (deduplication).
+
+    It stays Ray-agnostic: ``keys(batch)`` computes a grouping key per row, the engine
+    hash-partitions the dataset on it, and ``resolve(block)`` sees all rows of each key in one
+    block and returns the block with statuses updated. Rows must never be removed.
+    """
+
+    kind: ClassVar[str] = "global"
+
+    def keys(self, batch: pa.Table) -> pa.Array:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def resolve(self, block: pa.Table, keys: pa.Array) -> pa.Table:  # pragma: no cover - abstract
+        raise NotImplementedError

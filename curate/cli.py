@@ -1,0 +1,167 @@
+"""`curate`: run, validate and inspect curation pipelines.
+
+Heavy imports (ray, media libraries) happen inside commands so `curate --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="nmm-curate: curate multimodal corpora on Ray and mix them into stage shards.", no_args_is_help=True)
+console = Console()
+err = Console(stderr=True)
+
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a config value: dotted.key=value (repeatable)")]
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        for name in ("ray", "ray.data"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _load(config: Path, overrides: list[str] | None):
+    from curate.config import ConfigError, load_pipeline
+
+    try:
+        return load_pipeline(config, overrides or [])
+    except ConfigError as e:
+        err.print(f"[red]config error[/red]\n{e}", markup=True, highlight=False)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="pipeline YAML")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="output folder (resumes a run already there)")],
+    set_: SetOpt = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (default: start local Ray)")] = None,
+    fresh: Annotated[bool, typer.Option(help="discard a previous run in --output and start over")] = False,
+    progress: Annotated[bool, typer.Option(help="show Ray Data progress bars")] = True,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run a curation pipeline: sources -> stages -> OUT/samples (by bucket) + OUT/summary.json."""
+    _setup_logging(verbose)
+    loaded = _load(config, set_)
+    from curate.engine import Engine, RunError
+    from curate.report import print_summary
+
+    try:
+        summary = Engine(loaded, output, address=address, fresh=fresh, progress=progress).run()
+    except RunError as e:
+        err.print(f"[red]error:[/red] {e}", highlight=False)
+        raise typer.Exit(1) from None
+    print_summary(summary, console)
+    console.print(f"wrote {output}/samples, {output}/summary.json in {summary['run']['elapsed_s']:.1f}s")
+    if not summary["balanced"]:
+        raise typer.Exit(3)
+
+
+@app.command()
+def validate(
+    config: Annotated[Path, typer.Argument(help="pipeline YAML")],
+    set_: SetOpt = None,
+) -> None:
+    """Check a config (keys, types, operator params, weights) without running it."""
+    loaded = _load(config, set_)
+    cfg = loaded.config
+    console.print(f"[green]ok[/green] {config}: pipeline '{cfg.name}', {len(cfg.sources)} sources, {len(cfg.stages)} stages")
+    for s in cfg.sources:
+        console.print(f"  source {s.name}: {s.reader} <- {s.path}")
+    for st in cfg.stages:
+        console.print(f"  stage  {st.stage_name}: {st.op}")
+
+
+def _params_rows(model) -> list[tuple[str, str, str, str]]:
+    rows = []
+    for name, f in model.model_fields.items():
+        ann = getattr(f.annotation, "__name__", None) or str(f.annotation).replace("typing.", "")
+        default = "required" if f.is_required() else repr(f.default if f.default_factory is None else f.default_factory())
+        rows.append((f.alias or name, ann, default, f.description or ""))
+    return rows
+
+
+@app.command()
+def operators(
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """List registered readers and operators with their parameters and the scores they write."""
+    from operators.registry import OPERATORS, READERS, get_operator
+
+    get_operator("filter")
+    entries = []
+    for kind, reg in (("reader", READERS), ("operator", OPERATORS)):
+        for name, cls in sorted(reg.items()):
+            entries.append(
+                {
+                    "kind": kind,
+                    "name": name,
+                    "doc": (cls.__doc__ or "").strip().split("\n")[0],
+                    "params": [dict(zip(("name", "type", "default", "description"), r, strict=True)) for r in _params_rows(cls.Params)],
+                    "writes": dict(getattr(cls, "writes", {}) or {}),
+                    "global": getattr(cls, "kind", "") == "global",
+                }
+            )
+    if as_json:
+        console.print_json(json.dumps(entries))
+        return
+    for e in entries:
+        t = Table(title=f"[bold]{e['kind']} {e['name']}[/bold]  {e['doc']}", title_justify="left", show_edge=False)
+        for c in ("param", "type", "default", "description"):
+            t.add_column(c)
+        for p in e["params"]:
+            t.add_row(p["name"], p["type"], p["default"], p["description"])
+        for k, v in e["writes"].items():
+            t.add_row(f"writes scores.{k}", "float", "", v)
+        console.print(t)
+
+
+@app.command()
+def schema(
+    output: Annotated[Path, typer.Option("--output", "-o", help="folder for the JSON Schema files")] = Path("schemas/json"),
+) -> None:
+    """Export JSON Schemas: the pipeline config (for editors) and the sample record."""
+    from curate.jsonschema import pipeline_json_schema
+    from schemas.record import SAMPLE_SCHEMA
+
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "pipeline.schema.json").write_text(json.dumps(pipeline_json_schema(), indent=2))
+    fields = [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in SAMPLE_SCHEMA]
+    (output / "sample.arrow.json").write_text(json.dumps(fields, indent=2))
+    console.print(f"wrote {output}/pipeline.schema.json and {output}/sample.arrow.json")
+
+
+@app.command()
+def demo(
+    output: Annotated[Path, typer.Option("--output", "-o", help="output folder: data/ and the run")] = Path("demo_out"),
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (default: local Ray)")] = None,
+    progress: Annotated[bool, typer.Option(help="show Ray Data progress bars")] = True,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Make a small mixed corpus (with planted duplicates and corrupt files) and curate it."""
+    _setup_logging(verbose)
+    from curate.demo import run_demo
+    from curate.report import print_summary
+
+    summary = run_demo(output, address=address, progress=progress)
+    print_summary(summary, console)
+    console.print(f"demo corpus in {output}/data; curated table in {output}/run/samples; summary {output}/run/summary.json")
+    if not summary["balanced"]:
+        raise typer.Exit(3)
+
+
+def main() -> None:  # pragma: no cover
+    app(prog_name="curate")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""The engine: a validated pipeline -> a Ray Data run -> a curated, accounted table.
+
+The DAG is cut into segments at global operators (dedup): segment 0 reads the sources unit by
+unit and runs the row-local stages; each later segment starts with a hash-partitioned global
+operator followed by row-local stages. Every segment writes Parquet under OUT/_work:
+- segment 0 writes one file per ingest unit, so a rerun skips finished units;
+- later segments write a _SUCCESS marker, so a rerun skips finished segments.
+Rows are never removed in the middle: a filter marks a row dropped, dedup marks it duplicate, a
+broken input is quarantined. ``curate.outputs`` then writes OUT/samples and OUT/summary.json.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from curate.config import LoadedPipeline
+from curate.ingest import IngestFn
+from curate.outputs import finalize
+from curate.runtime import ray_session
+from curate.sinks import PartSink, UnitSink
+from operators.base import GlobalOperator, Operator, Reader
+from operators.registry import get_operator, get_reader
+from schemas.record import SAMPLE_SCHEMA
+
+__all__ = ["Engine", "RunError", "plan_fingerprint"]
+
+log = logging.getLogger(__name__)
+
+
+class RunError(RuntimeError):
+    """The run cannot go on (wrong output folder, failed stage)."""
+
+
+@dataclass
+class Segment:
+    index: int
+    global_op: GlobalOperator | None
+    stages: list[tuple[Operator, Any]] = field(default_factory=list)  # (operator, resources)
+
+
+def plan_fingerprint(loaded: LoadedPipeline) -> str:
+    cfg = loaded.config
+    body = {"sources": [s.model_dump() for s in cfg.sources], "stages": [s.model_dump() for s in cfg.stages]}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class _StatefulOp:
+    """Actor wrapper: builds the (model-backed) operator once per worker."""
+
+    def __init__(self, op_name: str, params: dict, stage: str, batch_size: int | None) -> None:
+        self.op = get_operator(op_name)(params, stage=stage)
+        self.op.batch_size = batch_size
+
+    def __call__(self, batch):
+        return self.op(batch)
+
+
+class Engine:
+    def __init__(
+        self,
+        loaded: LoadedPipeline,
+        output: str | Path,
+        *,
+        address: str | None = None,
+        fresh: bool = False,
+        progress: bool = True,
+    ) -> None:
+        self.loaded = loaded
+        self.cfg = loaded.config
+        self.out = Path(output).resolve()
+        self.work = self.out / "_work"
+        self.address = address
+        self.fresh = fresh
+        self.progress = progress
+        self.readers = self._readers()
+        self.segments = self._segments()
+
+    # -- plan -------------------------------------------------------------------------------
+    def _readers(self) -> dict[str, Reader]:
+        readers = {}
+        for src, params in zip(self.cfg.sources, self.loaded.source_params, strict=True):
+            cls = get_reader(src.reader)
+            readers[src.name] = cls(
+                source=src.name, path=src.path, license=src.license, params=params, units_per_file=self.cfg.ray.units_per_file
+            )
+        return readers
+
+    def _segments(self) -> list[Segment]:
+        segments = [Segment(0, None)]
+        for st, params in zip(self.cfg.stages, self.loaded.stage_params, strict=True):
+            op = get_operator(st.op)(params, stage=st.stage_name)
+            op.batch_size = st.resources.batch_size
+            if isinstance(op, GlobalOperator):
+                segments.append(Segment(len(segments), op))
+            else:
+                segments[-1].stages.append((op, st.resources))
+        return segments
+
+    def _check_output(self) -> None:
+        fp = plan_fingerprint(self.loaded)
+        marker = self.work / "plan.json"
+        if self.fresh and self.out.exists():
+            for name in ("_work", "samples", "rejected", "summary.json"):
+                p = self.out / name
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        if marker.exists():
+            old = json.loads(marker.read_text()).get("fingerprint")
+            if old != fp:
+                raise RunError(
+                    f"{self.out} holds a run of a different pipeline config (fingerprint {old}, now {fp}); "
+                    "use --fresh to start over or choose another --output"
+                )
+        self.work.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps({"fingerprint": fp, "pipeline": self.cfg.name, "config": str(self.loaded.file)}))
+
+    # -- run --------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        import ray.data
+
+        self._check_output()
+        t0 = time.time()
+        with ray_session(self.cfg.ray, self.address) as cluster:
+            ctx = ray.data.DataContext.get_current()
+            ctx.enable_progress_bars = self.progress
+            ctx.print_on_execution_start = False
+            ctx.target_max_block_size = 1024 * 1024 * 1024  # keep one ingest unit in one block
+            info = {"cluster": cluster, "segments": []}
+            rerun_rest = False
+            for seg in self.segments:
+                started = time.time()
+                ran = self._run_segment(seg, force=rerun_rest, info=info)
+                rerun_rest = rerun_rest or ran
+                info["segments"][-1]["seconds"] = round(time.time() - started, 3)
+        info["elapsed_s"] = round(time.time() - t0, 3)
+        return finalize(self, self._segment_dir(self.segments[-1]), info)
+
+    def _segment_dir(self, seg: Segment) -> Path:
+        return self.work / f"seg-{seg.index}"
+
+    def _apply_stages(self, ds, seg: Segment):
+        for op, res in seg.stages:
+            kwargs: dict[str, Any] = {"batch_size": None, "batch_format": "pyarrow", "num_cpus": res.num_cpus}
+            if res.num_gpus:
+                kwargs["num_gpus"] = res.num_gpus
+            if res.memory_mb:
+                kwargs["memory"] = res.memory_mb * 1024 * 1024
+            if op.stateful or res.num_gpus:
+                ds = ds.map_batches(
+                    _StatefulOp,
+                    fn_constructor_kwargs={
+                        "op_name": op.name,
+                        "params": op.params.model_dump(by_alias=True),
+                        "stage": op.stage,
+                        "batch_size": op.batch_size,
+                    },
+                    concurrency=res.concurrency or 1,
+                    **kwargs,
+                )
+            else:
+                if res.concurrency:
+                    kwargs["concurrency"] = res.concurrency
+                ds = ds.map_batches(op, **kwargs)
+        return ds
+
+    def _run_segment(self, seg: Segment, *, force: bool, info: dict) -> bool:
+        """Run one segment unless its output is complete. Returns True if it ran."""
+        import pyarrow.fs
+        import ray.data
+
+        out = self._segment_dir(seg)
+        names = [op.stage for op, _ in seg.stages]
+        if seg.global_op is None:
+            units = [
+                {"unit": u["unit"], "source": u["source"], "payload": json.dumps(u["payload"], sort_keys=True), "ordinal": i}
+                for i, u in enumerate(u for r in self.readers.values() for u in r.plan())
+            ]
+            done = {p.stem for p in out.glob("*.parquet")} if out.exists() else set()
+            pending = [u for u in units if u["unit"] not in done]
+            info["units"] = {"total": len(units), "done_before": len(units) - len(pending), "ran": len(pending)}
+            info["segments"].append({"segment": 0, "stages": ["ingest", *names], "ran": bool(pending)})
+            log.info("segment 0: %d units (%d already done), stages %s", len(units), len(units) - len(pending), names)
+            if not pending:
+                return False
+            ds = ray.data.from_items(pending, override_num_blocks=len(pending))
+            ds = ds.map_batches(IngestFn(self.readers), batch_size=None, batch_format="pyarrow", num_cpus=1)
+            ds = self._apply_stages(ds, seg)
+            ds.write_datasink(UnitSink(out))
+            return True
+
+        success = out / "_SUCCESS"
+        info["segments"].append({"segment": seg.index, "stages": [seg.global_op.stage, *names], "ran": True})
+        if success.exists() and not force:
+            info["segments"][-1]["ran"] = False
+            return False
+        shutil.rmtree(out, ignore_errors=True)
+        prev = self._segment_dir(self.segments[seg.index - 1])
+        files = sorted(str(p) for p in prev.glob("*.parquet"))
+        if not files:
+            out.mkdir(parents=True, exist_ok=True)
+            success.write_text("0")
+            return True
+        gop = seg.global_op
+        ds = ray.data.read_parquet(files, schema=SAMPLE_SCHEMA, filesystem=pyarrow.fs.LocalFileSystem())
+
+        def add_key(batch):
+            return batch.append_column("_key", gop.keys(batch))
+
+        def resolve(batch):
+            keys = batch["_key"].combine_chunks()
+            return gop.resolve(batch.drop_columns(["_key"]), keys)
+
+        total_cpus = max(1, int(info["cluster"].get("cpus") or 1))
+        ds = ds.map_batches(add_key, batch_format="pyarrow", batch_size=None)
+        ds = ds.repartition(max(2, 2 * total_cpus), keys=["_key"])
+        ds = ds.map_batches(resolve, batch_format="pyarrow", batch_size=None)
+        ds = self._apply_stages(ds, seg)
+        ds.write_datasink(PartSink(out))
+        success.write_text("ok")
+        return True

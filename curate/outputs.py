@@ -1,0 +1,137 @@
+"""Write the curated table and the ledger summary from the last segment's files.
+
+OUT/samples/bucket=<b>/part-*.parquet   kept rows, once per bucket they are eligible for
+OUT/rejected/part-*.parquet             dropped, duplicate and quarantined rows, with reasons
+OUT/quarantine.jsonl                    the quarantined inputs, one line each, for people
+OUT/summary.json                        the ledger: input = kept + dropped + duplicate + quarantined
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curate.sinks import write_atomic
+from schemas.enums import Status
+
+if TYPE_CHECKING:
+    from curate.engine import Engine
+
+__all__ = ["UNASSIGNED", "finalize", "ledger_counts"]
+
+UNASSIGNED = "unassigned"
+_STATUSES = [s.value for s in Status]
+_LEDGER_COLUMNS = ["status", "source", "layout", "modalities", "buckets", "tasks", "status_operator", "status_reason"]
+
+
+def _by_status() -> dict[str, int]:
+    return {"input": 0, **dict.fromkeys(_STATUSES, 0)}
+
+
+class _Ledger:
+    def __init__(self) -> None:
+        self.total = _by_status()
+        self.by: dict[str, defaultdict[str, dict[str, int]]] = {
+            k: defaultdict(_by_status) for k in ("source", "layout", "modality")
+        }
+        self.bucket: Counter[str] = Counter()
+        self.task: Counter[str] = Counter()
+        self.reasons: dict[str, defaultdict[str, Counter[str]]] = {s: defaultdict(Counter) for s in _STATUSES[1:]}
+
+    def add(self, table: pa.Table) -> None:
+        cols = table.select(_LEDGER_COLUMNS).to_pydict()
+        for i, status in enumerate(cols["status"]):
+            keys = {"source": [cols["source"][i]], "layout": [cols["layout"][i] or "unknown"], "modality": cols["modalities"][i] or ["none"]}
+            self.total["input"] += 1
+            self.total[status] += 1
+            for dim, values in keys.items():
+                for v in values:
+                    self.by[dim][v]["input"] += 1
+                    self.by[dim][v][status] += 1
+            if status == Status.KEPT.value:
+                self.bucket.update(cols["buckets"][i] or [UNASSIGNED])
+                self.task.update(cols["tasks"][i] or [])
+            else:
+                self.reasons[status][cols["status_operator"][i] or "?"][cols["status_reason"][i] or "?"] += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        t = self.total
+        return {
+            "counts": t,
+            "balanced": t["input"] == sum(t[s] for s in _STATUSES),
+            "by_source": dict(sorted(self.by["source"].items())),
+            "by_layout": dict(sorted(self.by["layout"].items())),
+            "by_modality": dict(sorted(self.by["modality"].items())),
+            "by_bucket": dict(sorted(self.bucket.items())),
+            "by_task": dict(sorted(self.task.items())),
+            "dropped": {op: dict(c) for op, c in sorted(self.reasons[Status.DROPPED.value].items())},
+            "duplicate": {op: dict(c) for op, c in sorted(self.reasons[Status.DUPLICATE.value].items())},
+            "quarantined": {op: dict(c) for op, c in sorted(self.reasons[Status.QUARANTINED.value].items())},
+        }
+
+
+def ledger_counts(files: list[Path]) -> dict[str, Any]:
+    """The ledger of any set of record files (used by finalize and by tests)."""
+    ledger = _Ledger()
+    for f in files:
+        ledger.add(pq.read_table(f, columns=_LEDGER_COLUMNS))
+    return ledger.as_dict()
+
+
+def _write_buckets(kept: pa.Table, samples: Path, part: str) -> None:
+    if kept.num_rows == 0:
+        return
+    lengths = pc.fill_null(pc.list_value_length(kept["buckets"]), 0)
+    unassigned = kept.filter(pc.equal(lengths, 0))
+    if unassigned.num_rows:
+        write_atomic(unassigned, samples / f"bucket={UNASSIGNED}" / part)
+    flat = pc.list_flatten(kept["buckets"])
+    parents = pc.list_parent_indices(kept["buckets"])
+    for bucket in sorted(pc.unique(flat).to_pylist()):
+        rows = pc.filter(parents, pc.equal(flat, bucket))
+        write_atomic(kept.take(rows), samples / f"bucket={bucket}" / part)
+
+
+def finalize(engine: Engine, final_dir: Path, info: dict[str, Any]) -> dict[str, Any]:
+    out = engine.out
+    samples, rejected = out / "samples", out / "rejected"
+    for d in (samples, rejected):
+        shutil.rmtree(d, ignore_errors=True)
+    files = sorted(final_dir.glob("*.parquet"))
+    ledger = _Ledger()
+    quarantine_lines: list[str] = []
+    for i, f in enumerate(files):
+        table = pq.read_table(f)
+        ledger.add(table)
+        part = f"part-{i:05d}.parquet"
+        is_kept = pc.equal(table["status"], Status.KEPT.value)
+        _write_buckets(table.filter(is_kept), samples, part)
+        rest = table.filter(pc.invert(is_kept))
+        if rest.num_rows:
+            write_atomic(rest, rejected / part)
+            q = rest.filter(pc.equal(rest["status"], Status.QUARANTINED.value))
+            for row in q.select(["id", "source", "locator", "status_operator", "status_reason", "status_detail"]).to_pylist():
+                quarantine_lines.append(json.dumps(row, ensure_ascii=False))
+    (out / "quarantine.jsonl").write_text("".join(line + "\n" for line in quarantine_lines))
+    cfg = engine.cfg
+    summary = {
+        "pipeline": cfg.name,
+        "config": str(engine.loaded.file),
+        "output": str(out),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **ledger.as_dict(),
+        "stages": [{"name": s.stage_name, "op": s.op} for s in cfg.stages],
+        "run": info,
+    }
+    tmp = out / ".summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2, sort_keys=False))
+    tmp.replace(out / "summary.json")
+    return summary

@@ -1,0 +1,48 @@
+"""Terminal rendering of a run summary (the same numbers as summary.json)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["print_summary"]
+
+_COLS = ("input", "kept", "dropped", "duplicate", "quarantined")
+
+
+def _status_table(title: str, rows: dict[str, dict[str, int]], first: str) -> Table:
+    t = Table(title=title, title_justify="left")
+    t.add_column(first)
+    for c in _COLS:
+        t.add_column(c, justify="right")
+    for name, counts in rows.items():
+        t.add_row(name, *(str(counts.get(c, 0)) for c in _COLS))
+    return t
+
+
+def print_summary(summary: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console(stderr=False)
+    counts = summary["counts"]
+    console.print(_status_table("Rows by source", summary["by_source"], "source"))
+    console.print(_status_table("Rows by layout", summary["by_layout"], "layout"))
+    b = Table(title="Kept rows by bucket (a row can be in several)", title_justify="left")
+    b.add_column("bucket")
+    b.add_column("rows", justify="right")
+    for name, n in summary["by_bucket"].items():
+        b.add_row(name, str(n))
+    console.print(b)
+    r = Table(title="Not kept, by operator and reason", title_justify="left")
+    for c in ("status", "operator", "reason", "rows"):
+        r.add_column(c, justify="right" if c == "rows" else "left")
+    for status in ("dropped", "duplicate", "quarantined"):
+        for op, reasons in summary[status].items():
+            for reason, n in sorted(reasons.items()):
+                r.add_row(status, op, reason, str(n))
+    console.print(r)
+    ok = "[green]balanced[/green]" if summary["balanced"] else "[red]NOT BALANCED[/red]"
+    console.print(
+        f"input {counts['input']} = kept {counts['kept']} + dropped {counts['dropped']} + "
+        f"duplicate {counts['duplicate']} + quarantined {counts['quarantined']}  ({ok})"
+    )
