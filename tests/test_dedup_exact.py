@@ -1,0 +1,49 @@
+"""Exact dedup's grouping and survivor policies, without Ray (the engine test covers Ray)."""
+
+from __future__ import annotations
+
+from operators.dedup_exact import ExactDedup
+from schemas.record import content_hash, from_table, new_media, new_record, to_table
+
+
+def img(locator, sha, seq, **scores):
+    r = new_record(source="s", locator=locator, layout="image", media=[new_media("image", locator, sha256=sha)], seq=seq, scores=scores)
+    r["content_hash"] = content_hash(r)
+    r["id"] = f"id-{locator}"
+    return r
+
+
+def resolve(op, rows):
+    table = to_table(rows)
+    return from_table(op.resolve(table, op.keys(table)))
+
+
+def test_first_seen_survives_and_duplicates_point_to_it():
+    out = resolve(ExactDedup(), [img("b", "h1", 2), img("a", "h1", 1), img("c", "h2", 3)])
+    by = {r["locator"]: r for r in out}
+    assert by["a"]["status"] == "kept" and by["a"]["scores"]["dup_count"] == 2
+    assert (by["b"]["status"], by["b"]["status_reason"], by["b"]["duplicate_of"]) == ("duplicate", "exact_duplicate", "id-a")
+    assert by["c"]["status"] == "kept" and by["c"]["scores"]["dup_count"] == 1
+
+
+def test_highest_resolution_policy():
+    out = resolve(ExactDedup({"policy": "highest_resolution"}), [img("a", "h", 1, pixels=10), img("b", "h", 2, pixels=99)])
+    assert {r["locator"]: r["status"] for r in out} == {"a": "duplicate", "b": "kept"}
+
+
+def test_non_kept_rows_never_group():
+    bad = img("q", "h", 0)
+    bad["status"] = "quarantined"
+    out = resolve(ExactDedup(), [bad, img("a", "h", 1)])
+    assert {r["locator"]: r["status"] for r in out} == {"q": "quarantined", "a": "kept"}
+
+
+def test_text_rows_dedup_on_normalised_text():
+    a = new_record(source="s", locator="t1", layout="text", text="Hello   World")
+    b = new_record(source="s", locator="t2", layout="text", text="hello world")
+    c = new_record(source="s", locator="t3", layout="text", text="hello there")
+    assert content_hash(a) == content_hash(b) != content_hash(c)
+    media_a = img("x", "same", 1)
+    media_b = img("y", "same", 2)
+    media_b["caption"] = "another caption"
+    assert content_hash(media_a) == content_hash(media_b)  # same bytes: duplicates whatever the caption
