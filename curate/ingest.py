@@ -11,7 +11,7 @@ from typing import Any
 import pyarrow as pa
 
 from operators.base import FATAL_ERRORS, Reader, mark
-from operators.media_io import MediaUnavailable, sha256_media
+from operators.media_io import MediaMissing, MediaUnavailable, sha256_media
 from schemas.enums import Layout, ReasonCode, Status
 from schemas.record import content_hash, record_id, to_table
 
@@ -29,12 +29,12 @@ def _hash_media(rec: dict[str, Any], operator: str) -> None:
         try:
             m["sha256"], m["bytes"] = sha256_media(m)
         except (MediaUnavailable, OSError) as e:
-            missing = "no such file" in str(e) or isinstance(e, FileNotFoundError)
-            if interleaved:
-                m["error"] = "missing" if missing else f"unreadable: {e}"
+            missing = isinstance(e, MediaMissing | FileNotFoundError)
+            reason = ReasonCode.MISSING_FILE if missing else ReasonCode.UNREADABLE
+            if interleaved:  # a document keeps its other parts; the item says what is wrong
+                m["error"] = f"{reason}: {e}"
                 continue
             if rec["status"] == Status.KEPT.value:
-                reason = ReasonCode.MISSING_FILE if missing else ReasonCode.UNREADABLE
                 mark(rec, Status.QUARANTINED, operator, reason, str(e))
 
 

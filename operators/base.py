@@ -239,7 +239,8 @@ class Reader:
 
     def record(self, locator: str, **fields: Any) -> dict[str, Any]:
         """A new kept record of this source."""
-        return new_record(source=self.source, locator=locator, license=self.license, **fields)
+        fields.setdefault("license", self.license)
+        return new_record(source=self.source, locator=locator, **fields)
 
     def broken(self, locator: str, reason: ReasonCode | str, detail: str, **fields: Any) -> dict[str, Any]:
         """A quarantined record for an input that could not be read."""

@@ -7,13 +7,17 @@ import io
 import os
 from typing import IO, Any
 
-__all__ = ["MediaUnavailable", "open_media", "read_media_bytes", "sha256_media", "uri_of"]
+__all__ = ["MediaMissing", "MediaUnavailable", "open_media", "read_media_bytes", "sha256_media", "uri_of"]
 
 _CHUNK = 1 << 20
 
 
 class MediaUnavailable(OSError):
     """The referenced media does not exist or cannot be opened."""
+
+
+class MediaMissing(MediaUnavailable):
+    """The referenced media file does not exist (a path that was never written)."""
 
 
 class _Slice(io.RawIOBase):
@@ -69,7 +73,7 @@ def open_media(media: dict[str, Any]) -> IO[bytes]:
         if _is_local(uri):
             path = uri[len("file://") :] if uri.startswith("file://") else uri
             if not os.path.exists(path):
-                raise MediaUnavailable(f"no such file: {path}")
+                raise MediaMissing(f"no such file: {path}")
             f: IO[bytes] = open(path, "rb")  # noqa: SIM115 - returned to the caller
         else:
             import fsspec

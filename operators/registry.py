@@ -12,11 +12,11 @@ __all__ = ["OPERATORS", "READERS", "get_operator", "get_reader", "register_opera
 OPERATORS: dict[str, type[Operator]] = {}
 READERS: dict[str, type[Reader]] = {}
 
-O = TypeVar("O", bound=type[Operator])
-R = TypeVar("R", bound=type[Reader])
+OpT = TypeVar("OpT", bound=type[Operator])
+ReaderT = TypeVar("ReaderT", bound=type[Reader])
 
 
-def register_operator(cls: O) -> O:
+def register_operator(cls: OpT) -> OpT:
     if not cls.name:
         raise ValueError(f"{cls.__name__} has no `name`")
     if cls.name in OPERATORS and OPERATORS[cls.name] is not cls:
@@ -25,7 +25,7 @@ def register_operator(cls: O) -> O:
     return cls
 
 
-def register_reader(cls: R) -> R:
+def register_reader(cls: ReaderT) -> ReaderT:
     if not cls.name:
         raise ValueError(f"{cls.__name__} has no `name`")
     if cls.name in READERS and READERS[cls.name] is not cls:
