@@ -86,6 +86,8 @@ class Engine:
     def _readers(self) -> dict[str, Reader]:
         readers = {}
         for src, params in zip(self.cfg.sources, self.loaded.source_params, strict=True):
+            if not src.enabled:
+                continue
             cls = get_reader(src.reader)
             readers[src.name] = cls(
                 source=src.name, path=src.path, license=src.license, params=params, units_per_file=self.cfg.ray.units_per_file
@@ -141,6 +143,16 @@ class Engine:
         info["elapsed_s"] = round(time.time() - t0, 3)
         return finalize(self, self._segment_dir(self.segments[-1]), info)
 
+    def _plan_units(self):
+        for name, reader in self.readers.items():
+            try:
+                yield from reader.plan()
+            except (OSError, ValueError) as e:
+                raise RunError(
+                    f"source '{name}' ({reader.name}): {e}. Point it elsewhere with "
+                    f"--set sources.{name}.path=PATH, or skip it with --set sources.{name}.enabled=false"
+                ) from None
+
     def _segment_dir(self, seg: Segment) -> Path:
         return self.work / f"seg-{seg.index}"
 
@@ -179,7 +191,7 @@ class Engine:
         if seg.global_op is None:
             units = [
                 {"unit": u["unit"], "source": u["source"], "payload": json.dumps(u["payload"], sort_keys=True), "ordinal": i}
-                for i, u in enumerate(u for r in self.readers.values() for u in r.plan())
+                for i, u in enumerate(self._plan_units())
             ]
             done = {p.stem for p in out.glob("*.parquet")} if out.exists() else set()
             pending = [u for u in units if u["unit"] not in done]

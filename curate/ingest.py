@@ -21,10 +21,21 @@ log = logging.getLogger(__name__)
 _ROW_BITS = 24
 
 
+_REMOTE = ("http://", "https://")
+
+
 def _hash_media(rec: dict[str, Any], operator: str) -> None:
     interleaved = rec.get("layout") == Layout.INTERLEAVED.value
     for m in rec.get("media") or []:
         if m.get("sha256") or m.get("error"):
+            continue
+        if (m.get("uri") or "").startswith(_REMOTE):
+            # web media is never downloaded at ingest (no network, no hanging workers)
+            detail = f"{m['uri']}: http(s) media is not downloaded by ingest"
+            if interleaved:
+                m["error"] = f"{ReasonCode.REMOTE_MEDIA}: {detail}"
+            elif rec["status"] == Status.KEPT.value:
+                mark(rec, Status.QUARANTINED, operator, ReasonCode.REMOTE_MEDIA, detail)
             continue
         try:
             m["sha256"], m["bytes"] = sha256_media(m)
@@ -70,7 +81,9 @@ class IngestFn:
                 raise
             except Exception as e:  # noqa: BLE001 - a unit that breaks mid-way loses nothing already read
                 log.warning("reader %s failed on unit %s: %s", reader.name, unit["unit"], e)
-                where = payload.get("path") or payload.get("file") or unit["unit"]
+                listed = payload.get("items") or payload.get("files") or [{}]
+                first = listed[0].get("path") if isinstance(listed[0], dict) else listed[0]
+                where = payload.get("file") or payload.get("path") or first or unit["unit"]
                 rec = reader.broken(f"{where}@row{n}", ReasonCode.UNREADABLE, f"{type(e).__name__}: {e}")
                 out.append(finalize_record(rec, unit=unit["unit"], ordinal=unit["ordinal"], row=n, reader=reader.name))
         return to_table(out)

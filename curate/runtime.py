@@ -34,6 +34,9 @@ def ray_session(cfg: RayConfig, address: str | None = None, *, quiet: bool = Tru
                 **kwargs,
             )
         started = True
+    if quiet:
+        for name in ("ray", "ray.data", "ray.data._internal.execution.streaming_executor"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     try:
         res = ray.cluster_resources()
         log.info("ray: %s CPUs, %s GPUs, %s nodes", res.get("CPU"), res.get("GPU", 0), len(ray.nodes()))

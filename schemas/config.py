@@ -37,6 +37,7 @@ class SourceConfig(_Strict):
     reader: str = Field(..., description="registered reader name; `curate operators` lists them")
     path: str = Field(..., description="folder, file or glob the reader starts from (relative to the config file)")
     license: str | None = Field(None, description="license recorded on every row of this source")
+    enabled: bool = Field(True, description="false skips this source (e.g. --set sources.NAME.enabled=false)")
     params: dict[str, Any] = Field(default_factory=dict, description="reader parameters")
 
 

@@ -87,6 +87,7 @@ class ReasonCode(StrEnum):
     BAD_MANIFEST_ROW = "bad_manifest_row"
     ORPHAN_SIDECAR = "orphan_sidecar"
     OPERATOR_ERROR = "operator_error"
+    REMOTE_MEDIA = "remote_media"
     # drop: a measured value failed a rule
     BELOW_MIN = "below_min"
     ABOVE_MAX = "above_max"

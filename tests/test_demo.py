@@ -1,0 +1,48 @@
+"""End to end: `curate demo` makes a corpus with planted duplicates and corrupt files, runs the
+example pipeline on Ray, and accounts for every input exactly as planted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from curate.demo import run_demo
+
+
+def test_demo_accounts_for_every_planted_input(ray_local, tmp_path):
+    summary = run_demo(tmp_path, progress=False)
+    planted = json.loads((tmp_path / "data" / "PLANTED.json").read_text())
+    totals = planted["totals"]
+
+    counts = summary["counts"]
+    assert summary["balanced"]
+    assert counts["input"] == totals["rows"]
+    assert counts["duplicate"] == totals["duplicates"]
+    assert counts["quarantined"] == totals["quarantined"]
+    for name, src in planted["sources"].items():
+        assert summary["by_source"][name]["input"] == src["rows"], name
+
+    rejected = pq.read_table(tmp_path / "run" / "rejected").to_pylist()
+    dup_files = sorted(Path(r["locator"]).name for r in rejected if r["status"] == "duplicate" and r["source"] != "text")
+    planted_dups = sorted(d["file"] for s in planted["sources"].values() for d in s["duplicates"] if "." in d["file"])
+    assert dup_files == planted_dups
+    corrupt = sorted(Path(r["locator"]).name for r in rejected if r["status_reason"] == "corrupt_media")
+    assert corrupt == sorted(c for s in planted["sources"].values() for c in s["corrupt"])
+    bad_lines = [r for r in rejected if r["status_reason"] == "bad_manifest_row"]
+    assert len(bad_lines) == totals["malformed_lines"]
+
+    # every bucket is fed, and a sample can feed several
+    assert set(summary["by_bucket"]) == {"understanding", "generation", "interaction", "preference"}
+    samples = pads.dataset(tmp_path / "run" / "samples", partitioning="hive")
+    assert samples.count_rows() == sum(summary["by_bucket"].values())
+    ids = samples.to_table(columns=["id"])["id"].to_pylist()
+    assert len(set(ids)) == counts["kept"]
+
+    # the document with a missing image is kept, with the image flagged
+    docs = {d["id"]: d for d in samples.to_table(filter=pads.field("source") == "docs").to_pylist()}
+    flagged = [m for d in docs.values() for m in d["media"] if m["error"]]
+    assert len(flagged) == totals["missing_media"] and flagged[0]["error"].startswith("missing_file")
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["counts"] == counts
