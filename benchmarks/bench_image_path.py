@@ -86,7 +86,7 @@ def run_loop(folder: Path, out: Path) -> dict:
             rows.append(finalize_record(rec, unit=unit["unit"], ordinal=ordinal, row=i, reader=reader.name))
     table = to_table(rows)
     for op in ops:
-        table = op.resolve(table, op.keys(table)) if op.kind == "global" else op(table)
+        table = op.apply(table, op.decide(op.summarize(table))) if op.kind == "global" else op(table)
     pq.write_table(table, out / "loop.parquet")
     return {"seconds": time.perf_counter() - t0, "rows": table.num_rows}
 

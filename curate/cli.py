@@ -81,10 +81,26 @@ def validate(
         console.print(f"  stage  {st.stage_name}: {st.op}")
 
 
+def _type_name(ann) -> str:
+    import types
+    import typing
+
+    origin, args = typing.get_origin(ann), typing.get_args(ann)
+    if origin is typing.Literal:
+        return "|".join(str(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if origin is not None:
+        return f"{getattr(origin, '__name__', str(origin))}[{', '.join(_type_name(a) for a in args)}]"
+    if ann is type(None):
+        return "None"
+    return getattr(ann, "__name__", str(ann).replace("typing.", ""))
+
+
 def _params_rows(model) -> list[tuple[str, str, str, str]]:
     rows = []
     for name, f in model.model_fields.items():
-        ann = getattr(f.annotation, "__name__", None) or str(f.annotation).replace("typing.", "")
+        ann = _type_name(f.annotation)
         default = "required" if f.is_required() else repr(f.default if f.default_factory is None else f.default_factory())
         rows.append((f.alias or name, ann, default, f.description or ""))
     return rows

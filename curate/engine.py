@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from curate.config import LoadedPipeline
+from curate.global_phase import ApplyFn, decide_globally
 from curate.ingest import IngestFn
 from curate.outputs import finalize
 from curate.runtime import ray_session
-from curate.sinks import PartSink, UnitSink
+from curate.sinks import UnitSink
 from operators.base import GlobalOperator, Operator, Reader
 from operators.registry import get_operator, get_reader
-from schemas.record import SAMPLE_SCHEMA
 
 __all__ = ["Engine", "RunError", "plan_fingerprint"]
 
@@ -128,6 +128,10 @@ class Engine:
 
         self._check_output()
         t0 = time.time()
+        self.units = [  # listing only, before Ray starts: a wrong path fails at once
+            {"unit": u["unit"], "source": u["source"], "payload": json.dumps(u["payload"], sort_keys=True), "ordinal": i}
+            for i, u in enumerate(self._plan_units())
+        ]
         with ray_session(self.cfg.ray, self.address) as cluster:
             ctx = ray.data.DataContext.get_current()
             ctx.enable_progress_bars = self.progress
@@ -183,16 +187,12 @@ class Engine:
 
     def _run_segment(self, seg: Segment, *, force: bool, info: dict) -> bool:
         """Run one segment unless its output is complete. Returns True if it ran."""
-        import pyarrow.fs
         import ray.data
 
         out = self._segment_dir(seg)
         names = [op.stage for op, _ in seg.stages]
         if seg.global_op is None:
-            units = [
-                {"unit": u["unit"], "source": u["source"], "payload": json.dumps(u["payload"], sort_keys=True), "ordinal": i}
-                for i, u in enumerate(self._plan_units())
-            ]
+            units = self.units
             done = {p.stem for p in out.glob("*.parquet")} if out.exists() else set()
             pending = [u for u in units if u["unit"] not in done]
             info["units"] = {"total": len(units), "done_before": len(units) - len(pending), "ran": len(pending)}
@@ -206,33 +206,21 @@ class Engine:
             ds.write_datasink(UnitSink(out))
             return True
 
-        success = out / "_SUCCESS"
-        info["segments"].append({"segment": seg.index, "stages": [seg.global_op.stage, *names], "ran": True})
-        if success.exists() and not force:
-            info["segments"][-1]["ran"] = False
-            return False
-        shutil.rmtree(out, ignore_errors=True)
+        if force:
+            shutil.rmtree(out, ignore_errors=True)
         prev = self._segment_dir(self.segments[seg.index - 1])
-        files = sorted(str(p) for p in prev.glob("*.parquet"))
-        if not files:
-            out.mkdir(parents=True, exist_ok=True)
-            success.write_text("0")
-            return True
+        files = sorted(prev.glob("*.parquet"))
         gop = seg.global_op
-        ds = ray.data.read_parquet(files, schema=SAMPLE_SCHEMA, filesystem=pyarrow.fs.LocalFileSystem())
-
-        def add_key(batch):
-            return batch.append_column("_key", gop.keys(batch))
-
-        def resolve(batch):
-            keys = batch["_key"].combine_chunks()
-            return gop.resolve(batch.drop_columns(["_key"]), keys)
-
-        total_cpus = max(1, int(info["cluster"].get("cpus") or 1))
-        ds = ds.map_batches(add_key, batch_format="pyarrow", batch_size=None)
-        ds = ds.repartition(max(2, 2 * total_cpus), keys=["_key"])
-        ds = ds.map_batches(resolve, batch_format="pyarrow", batch_size=None)
+        decisions = decide_globally(gop, files, out, int(info["cluster"].get("cpus") or 1))
+        done = {p.stem for p in out.glob("*.parquet")}
+        pending = [f for f in files if f.stem not in done]
+        info["segments"].append(
+            {"segment": seg.index, "stages": [gop.stage, *names], "ran": bool(pending), "files": len(files)}
+        )
+        if not pending:
+            return False
+        ds = ray.data.from_items([{"path": str(f)} for f in pending], override_num_blocks=len(pending))
+        ds = ds.map_batches(ApplyFn(gop, decisions), batch_size=None, batch_format="pyarrow", num_cpus=1)
         ds = self._apply_stages(ds, seg)
-        ds.write_datasink(PartSink(out))
-        success.write_text("ok")
+        ds.write_datasink(UnitSink(out))
         return True

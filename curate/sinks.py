@@ -3,7 +3,6 @@ name and renames, so at-least-once execution gives exactly-once files."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -15,7 +14,7 @@ import pyarrow.parquet as pq
 from ray.data import Datasink
 from ray.data.block import Block, BlockAccessor
 
-__all__ = ["PartSink", "UnitSink", "write_atomic"]
+__all__ = ["UnitSink", "write_atomic"]
 
 
 def write_atomic(table: pa.Table, path: Path) -> None:
@@ -44,26 +43,4 @@ class UnitSink(Datasink):
                 part = table.filter(pc.equal(table["unit"], unit))
                 write_atomic(part, self.directory / f"{unit}.parquet")
                 written.append((unit, part.num_rows))
-        return written
-
-
-class PartSink(Datasink):
-    """Writes each block as ``part-<digest>.parquet`` (digest of its row ids: deterministic)."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = Path(directory)
-
-    def on_write_start(self, schema: Any = None) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-
-    def write(self, blocks: Iterable[Block], ctx: Any) -> list[tuple[str, int]]:
-        written = []
-        for block in blocks:
-            table = BlockAccessor.for_block(block).to_arrow()
-            if table.num_rows == 0:
-                continue
-            digest = hashlib.sha1("\n".join(table["id"].to_pylist()).encode()).hexdigest()[:16]
-            name = f"part-{digest}.parquet"
-            write_atomic(table, self.directory / name)
-            written.append((name, table.num_rows))
         return written

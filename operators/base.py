@@ -250,17 +250,24 @@ class Reader:
 
 
 class GlobalOperator(Operator):
-    """An operator that needs every row sharing a key together (deduplication).
+    """An operator that must see every row sharing a key (deduplication), in three Ray-agnostic
+    steps the engine runs as a map-reduce over files:
 
-    It stays Ray-agnostic: ``keys(batch)`` computes a grouping key per row, the engine
-    hash-partitions the dataset on it, and ``resolve(block)`` sees all rows of each key in one
-    block and returns the block with statuses updated. Rows must never be removed.
+    1. ``summarize(table)`` on every file: a small table with ``id``, ``_key`` and what ``decide``
+       needs (never the full records). The engine hash-partitions these rows on ``_key``.
+    2. ``decide(summary)`` on every partition (all rows of a key are in one partition): a table
+       of decisions, one row per ``id`` whose record must change.
+    3. ``apply(table, decisions)`` on every file with the decisions for its ids.
+    Rows are never removed: a decision changes a status, it does not delete.
     """
 
     kind: ClassVar[str] = "global"
 
-    def keys(self, batch: pa.Table) -> pa.Array:  # pragma: no cover - abstract
+    def summarize(self, table: pa.Table) -> pa.Table:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def resolve(self, block: pa.Table, keys: pa.Array) -> pa.Table:  # pragma: no cover - abstract
+    def decide(self, summary: pa.Table) -> pa.Table:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def apply(self, table: pa.Table, decisions: pa.Table) -> pa.Table:  # pragma: no cover - abstract
         raise NotImplementedError

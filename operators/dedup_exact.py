@@ -1,12 +1,15 @@
 """Exact deduplication over the whole dataset: same media bytes (or same normalised text for
 text-only rows) means duplicate. The survivor is chosen by a stated policy; every other row of
-the group is marked ``duplicate`` with the survivor's id."""
+the group is marked ``duplicate`` with the survivor's id.
+
+Only small key rows (id, content hash, ranking numbers) travel between workers; the records stay
+in their files and receive the decisions (see ``GlobalOperator``)."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
@@ -16,30 +19,32 @@ from operators.registry import register_operator
 from schemas.enums import ReasonCode, Status
 from schemas.record import from_table, to_table
 
-__all__ = ["ExactDedup", "survivor_rank"]
+__all__ = ["ExactDedup"]
+
+DECISION_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string()),
+        pa.field("duplicate_of", pa.string()),  # null for the survivor
+        pa.field("survivor_locator", pa.string()),
+        pa.field("group_size", pa.int64()),
+    ]
+)
 
 
 class ExactDedupParams(Params):
     policy: str = Field(
         "first_seen",
         pattern="^(first_seen|highest_resolution|longest|best_score)$",
-        description="which row of a duplicate group survives",
+        description="which row of a duplicate group survives: first_seen (ingest order), highest_resolution "
+        "(scores.pixels), longest (scores.duration_s, else text_chars), best_score (scores[score_key])",
     )
     score_key: str | None = Field(None, description="score used by policy best_score (higher wins)")
 
 
-def survivor_rank(row: dict[str, Any], policy: str, score_key: str | None) -> tuple:
-    """Sort key: the smallest wins. Ties fall back to ingest order, then id (deterministic)."""
-    scores = row.get("scores") or {}
-    if policy == "highest_resolution":
-        primary = -float(scores.get("pixels") or 0.0)
-    elif policy == "longest":
-        primary = -float(scores.get("duration_s") or scores.get("text_chars") or 0.0)
-    elif policy == "best_score":
-        primary = -float(scores.get(score_key or "", float("-inf")) or 0.0)
-    else:
-        primary = 0.0
-    return (primary, row.get("seq") or 0, row["id"])
+def _score(table: pa.Table, key: str) -> pa.Array:
+    """scores[key] per row as float64 (null where absent)."""
+    values = pc.map_lookup(table["scores"], pa.scalar(key), "first")
+    return pc.cast(values, pa.float64())
 
 
 @register_operator
@@ -48,31 +53,80 @@ class ExactDedup(GlobalOperator):
 
     name = "dedup_exact"
     Params = ExactDedupParams
-    writes = {"dup_count": "size of the row's duplicate group (survivors only; 1 = unique)"}
+    writes = {"dup_count": "size of the row's exact-duplicate group (1 = unique; set on kept rows)"}
 
-    def keys(self, batch: pa.Table) -> pa.Array:
-        kept = pc.equal(batch["status"], Status.KEPT.value)
-        usable = pc.and_(kept, pc.is_valid(batch["content_hash"]))
-        # rows that are no longer kept get a unique key (their id), so they stay singletons
-        return pc.if_else(usable, batch["content_hash"], pc.binary_join_element_wise("row:", batch["id"], ""))
+    def _primary(self, table: pa.Table) -> pa.Array:
+        """The policy's number: higher is better (0 for first_seen)."""
+        policy = self.params.policy
+        if policy == "highest_resolution":
+            v = _score(table, "pixels")
+        elif policy == "longest":
+            v = pc.coalesce(_score(table, "duration_s"), _score(table, "text_chars"))
+        elif policy == "best_score":
+            v = _score(table, self.params.score_key or "")
+        else:
+            return pa.array(np.zeros(table.num_rows))
+        return pc.fill_null(v, float("-inf"))
 
-    def resolve(self, block: pa.Table, keys: pa.Array) -> pa.Table:
-        rows = from_table(block)
-        groups: dict[str, list[int]] = defaultdict(list)
-        for i, k in enumerate(keys.to_pylist()):
-            groups[k].append(i)
-        for members in groups.values():
-            live = [rows[i] for i in members if rows[i]["status"] == Status.KEPT.value]
-            for r in live:
-                r["lineage"] = [*(r.get("lineage") or []), self.stage]
-            if len(live) < 2:
-                if live:
-                    live[0]["scores"]["dup_count"] = 1.0
+    def summarize(self, table: pa.Table) -> pa.Table:
+        usable = pc.and_(pc.equal(table["status"], Status.KEPT.value), pc.is_valid(table["content_hash"]))
+        live = table.filter(pc.fill_null(usable, False))
+        return pa.table(
+            {
+                "id": live["id"],
+                "_key": live["content_hash"],
+                "primary": self._primary(live),
+                "seq": live["seq"],
+                "locator": live["locator"],
+            }
+        )
+
+    def decide(self, summary: pa.Table) -> pa.Table:
+        if summary.num_rows == 0:
+            return DECISION_SCHEMA.empty_table()
+        # rank inside each key: best primary first, then ingest order, then id (deterministic)
+        t = summary.append_column("neg_primary", pc.negate(summary["primary"]))
+        t = t.sort_by([("_key", "ascending"), ("neg_primary", "ascending"), ("seq", "ascending"), ("id", "ascending")])
+        keys = t["_key"].combine_chunks()
+        n = t.num_rows
+        first = np.ones(n, dtype=bool)
+        if n > 1:
+            first[1:] = pc.not_equal(keys.slice(1), keys.slice(0, n - 1)).to_numpy(zero_copy_only=False)
+        group = np.cumsum(first) - 1
+        sizes = np.bincount(group)
+        row_size = sizes[group]
+        in_dup_group = row_size > 1
+        if not in_dup_group.any():
+            return DECISION_SCHEMA.empty_table()
+        leader = np.flatnonzero(first)[group]  # index of each row's survivor
+        ids = t["id"].combine_chunks()
+        locs = t["locator"].combine_chunks()
+        pick = np.flatnonzero(in_dup_group)
+        lead = leader[pick]
+        is_survivor = lead == pick
+        return pa.table(
+            {
+                "id": ids.take(pick),
+                "duplicate_of": pc.if_else(pa.array(is_survivor), pa.scalar(None, pa.string()), ids.take(lead)),
+                "survivor_locator": locs.take(lead),
+                "group_size": pa.array(row_size[pick].astype(np.int64)),
+            },
+            schema=DECISION_SCHEMA,
+        )
+
+    def apply(self, table: pa.Table, decisions: pa.Table) -> pa.Table:
+        by_id: dict[str, dict[str, Any]] = {d["id"]: d for d in decisions.to_pylist()}
+        rows = from_table(table)
+        for row in rows:
+            if row["status"] != Status.KEPT.value:
                 continue
-            live.sort(key=lambda r: survivor_rank(r, self.params.policy, self.params.score_key))
-            survivor = live[0]
-            survivor["scores"]["dup_count"] = float(len(live))
-            for dup in live[1:]:
-                mark(dup, Status.DUPLICATE, self.stage, ReasonCode.EXACT_DUPLICATE, f"same content as {survivor['locator']}")
-                dup["duplicate_of"] = survivor["id"]
+            row["lineage"] = [*(row.get("lineage") or []), self.stage]
+            d = by_id.get(row["id"])
+            if d is None:
+                row["scores"]["dup_count"] = 1.0
+            elif d["duplicate_of"] is None:
+                row["scores"]["dup_count"] = float(d["group_size"])
+            else:
+                mark(row, Status.DUPLICATE, self.stage, ReasonCode.EXACT_DUPLICATE, f"same content as {d['survivor_locator']}")
+                row["duplicate_of"] = d["duplicate_of"]
         return to_table(rows)

@@ -14,8 +14,9 @@ def img(locator, sha, seq, **scores):
 
 
 def resolve(op, rows):
+    """summarize -> decide -> apply in one process, as the engine does across workers."""
     table = to_table(rows)
-    return from_table(op.resolve(table, op.keys(table)))
+    return from_table(op.apply(table, op.decide(op.summarize(table))))
 
 
 def test_first_seen_survives_and_duplicates_point_to_it():
@@ -29,6 +30,21 @@ def test_first_seen_survives_and_duplicates_point_to_it():
 def test_highest_resolution_policy():
     out = resolve(ExactDedup({"policy": "highest_resolution"}), [img("a", "h", 1, pixels=10), img("b", "h", 2, pixels=99)])
     assert {r["locator"]: r["status"] for r in out} == {"a": "duplicate", "b": "kept"}
+    best = ExactDedup({"policy": "best_score", "score_key": "aesthetic"})
+    out = resolve(best, [img("a", "h", 1, aesthetic=9.0), img("b", "h", 2, aesthetic=5.0), img("c", "h", 3)])
+    assert {r["locator"]: r["status"] for r in out} == {"a": "kept", "b": "duplicate", "c": "duplicate"}
+    assert {r["duplicate_of"] for r in out if r["status"] == "duplicate"} == {"id-a"}
+
+
+def test_decisions_only_for_duplicate_groups():
+    op = ExactDedup()
+    summary = op.summarize(to_table([img("a", "h1", 1), img("b", "h2", 2), img("c", "h1", 3), img("d", "h1", 0)]))
+    decisions = op.decide(summary).to_pylist()
+    assert sorted((d["id"], d["duplicate_of"], d["group_size"]) for d in decisions) == [
+        ("id-a", "id-d", 3),
+        ("id-c", "id-d", 3),
+        ("id-d", None, 3),
+    ]
 
 
 def test_non_kept_rows_never_group():
