@@ -29,11 +29,15 @@ __all__ = ["UNASSIGNED", "finalize", "ledger_counts"]
 
 UNASSIGNED = "unassigned"
 _STATUSES = [s.value for s in Status]
-_LEDGER_COLUMNS = ["status", "source", "layout", "modalities", "buckets", "tasks", "status_operator", "status_reason"]
+_LEDGER_COLUMNS = [
+    "status", "source", "layout", "modalities", "buckets", "tasks", "status_operator", "status_reason", "parent_id",
+]  # fmt: skip
 
 
 def _by_status() -> dict[str, int]:
-    return {"input": 0, **dict.fromkeys(_STATUSES, 0)}
+    """``input`` rows came from the sources, ``derived`` rows from operators (clips of a video);
+    each of them ends in exactly one status."""
+    return {"input": 0, "derived": 0, **dict.fromkeys(_STATUSES, 0)}
 
 
 class _Ledger:
@@ -50,11 +54,12 @@ class _Ledger:
         cols = table.select(_LEDGER_COLUMNS).to_pydict()
         for i, status in enumerate(cols["status"]):
             keys = {"source": [cols["source"][i]], "layout": [cols["layout"][i] or "unknown"], "modality": cols["modalities"][i] or ["none"]}
-            self.total["input"] += 1
+            origin = "derived" if cols["parent_id"][i] else "input"
+            self.total[origin] += 1
             self.total[status] += 1
             for dim, values in keys.items():
                 for v in values:
-                    self.by[dim][v]["input"] += 1
+                    self.by[dim][v][origin] += 1
                     self.by[dim][v][status] += 1
             if status == Status.KEPT.value:
                 self.bucket.update(cols["buckets"][i] or [UNASSIGNED])
@@ -66,7 +71,7 @@ class _Ledger:
         t = self.total
         return {
             "counts": t,
-            "balanced": t["input"] == sum(t[s] for s in _STATUSES),
+            "balanced": t["input"] + t["derived"] == sum(t[s] for s in _STATUSES),
             "by_source": dict(sorted(self.by["source"].items())),
             "by_layout": dict(sorted(self.by["layout"].items())),
             "by_modality": dict(sorted(self.by["modality"].items())),
@@ -75,6 +80,7 @@ class _Ledger:
             "dropped": {op: dict(c) for op, c in sorted(self.reasons[Status.DROPPED.value].items())},
             "duplicate": {op: dict(c) for op, c in sorted(self.reasons[Status.DUPLICATE.value].items())},
             "quarantined": {op: dict(c) for op, c in sorted(self.reasons[Status.QUARANTINED.value].items())},
+            "split": {op: dict(c) for op, c in sorted(self.reasons[Status.SPLIT.value].items())},
         }
 
 

@@ -36,13 +36,15 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
     r = Table(title="Not kept, by operator and reason", title_justify="left")
     for c in ("status", "operator", "reason", "rows"):
         r.add_column(c, justify="right" if c == "rows" else "left")
-    for status in ("dropped", "duplicate", "quarantined"):
-        for op, reasons in summary[status].items():
+    for status in ("dropped", "duplicate", "quarantined", "split"):
+        for op, reasons in summary.get(status, {}).items():
             for reason, n in sorted(reasons.items()):
                 r.add_row(status, op, reason, str(n))
     console.print(r)
     ok = "[green]balanced[/green]" if summary["balanced"] else "[red]NOT BALANCED[/red]"
+    derived = f" + derived {counts['derived']}" if counts.get("derived") else ""
+    split = f" + split {counts['split']}" if counts.get("split") else ""
     console.print(
-        f"input {counts['input']} = kept {counts['kept']} + dropped {counts['dropped']} + "
-        f"duplicate {counts['duplicate']} + quarantined {counts['quarantined']}  ({ok})"
+        f"input {counts['input']}{derived} = kept {counts['kept']} + dropped {counts['dropped']} + "
+        f"duplicate {counts['duplicate']} + quarantined {counts['quarantined']}{split}  ({ok})"
     )

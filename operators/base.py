@@ -27,6 +27,7 @@ __all__ = [
     "GlobalOperator",
     "BatchOperator",
     "EmptyParams",
+    "ExpandOperator",
     "Operator",
     "OperatorError",
     "Params",
@@ -186,6 +187,50 @@ class RowOperator(BatchOperator):
         except Exception as e:  # noqa: BLE001
             log.debug("operator %s failed on %s", self.stage, row.get("locator"), exc_info=True)
             self.quarantine(row, ReasonCode.OPERATOR_ERROR, f"{type(e).__name__}: {e}")
+
+
+class ExpandOperator(BatchOperator):
+    """An operator that may replace a row by rows derived from it (clips of a video, segments
+    of a recording). Implement ``expand(row)``: return None to keep the row as it is, or a list
+    of children made with ``schemas.record.derive(row, suffix=...)``. The parent is then marked
+    ``split`` (it stays in the ledger), and the children are new kept rows with ``parent_id``.
+    An empty list drops the row (reason ``empty``).
+    """
+
+    def expand(self, row: dict[str, Any]) -> list[dict[str, Any]] | None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = from_table(batch)
+        children: list[dict[str, Any]] = []
+        for row in rows:
+            if row["status"] != Status.KEPT.value:
+                continue
+            row["lineage"] = [*(row.get("lineage") or []), self.stage]
+            try:
+                parts = self.expand(row)
+            except FATAL_ERRORS:
+                raise
+            except OperatorError:
+                raise
+            except SkipSample as e:
+                self.quarantine(row, e.reason, e.detail)
+                continue
+            except Exception as e:  # noqa: BLE001
+                log.debug("operator %s failed on %s", self.stage, row.get("locator"), exc_info=True)
+                self.quarantine(row, ReasonCode.OPERATOR_ERROR, f"{type(e).__name__}: {e}")
+                continue
+            if parts is None:
+                continue
+            if not parts:
+                self.drop(row, ReasonCode.EMPTY, "no parts left")
+                continue
+            mark(row, Status.SPLIT, self.stage, ReasonCode.SPLIT, f"{len(parts)} parts")
+            for child in parts:
+                child["parent_id"] = row["id"]
+                child["unit"], child["seq"] = row.get("unit"), row.get("seq")
+            children.extend(parts)
+        return to_table(rows + children)
 
 
 class Unit(dict):

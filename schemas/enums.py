@@ -74,6 +74,8 @@ class Status(StrEnum):
     DROPPED = "dropped"
     DUPLICATE = "duplicate"
     QUARANTINED = "quarantined"
+    #: replaced by rows derived from it (clips of a video); they carry ``parent_id``
+    SPLIT = "split"
 
 
 class ReasonCode(StrEnum):
@@ -97,3 +99,7 @@ class ReasonCode(StrEnum):
     EMPTY = "empty"
     # duplicate
     EXACT_DUPLICATE = "exact_duplicate"
+    NEAR_DUPLICATE = "near_duplicate"
+    SEMANTIC_DUPLICATE = "semantic_duplicate"
+    # split
+    SPLIT = "split"

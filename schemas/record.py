@@ -23,6 +23,7 @@ __all__ = [
     "SAMPLE_SCHEMA",
     "TEXT_FIELDS",
     "content_hash",
+    "derive",
     "from_table",
     "new_media",
     "new_record",
@@ -130,7 +131,8 @@ SAMPLE_SCHEMA = pa.schema(
         pa.field("status_operator", pa.string()),
         pa.field("status_reason", pa.string()),
         pa.field("status_detail", pa.string()),
-        pa.field("duplicate_of", pa.string()),
+        pa.field("duplicate_of", pa.string()),  # id of the surviving row, for duplicates
+        pa.field("parent_id", pa.string()),  # id of the row this one was derived from (a clip of a video)
         pa.field("meta", pa.string()),  # JSON of source fields we did not map (nothing is lost)
     ]
 )
@@ -171,6 +173,33 @@ def new_record(*, source: str, locator: str, **fields: Any) -> dict[str, Any]:
     if isinstance(rec.get("meta"), dict):
         rec["meta"] = json.dumps(rec["meta"], sort_keys=True, ensure_ascii=False, default=str) if rec["meta"] else None
     return rec
+
+
+def derive(parent: dict[str, Any], *, suffix: str, **changes: Any) -> dict[str, Any]:
+    """A new kept record derived from ``parent`` (a clip of a video, a segment of a recording).
+
+    It keeps the parent's fields and lineage unless ``changes`` says otherwise, records
+    ``parent_id``, gets the locator ``<parent locator>#<suffix>``, and a fresh content hash and id.
+    """
+    import copy
+
+    child = copy.deepcopy(parent)
+    unknown = set(changes) - set(SAMPLE_SCHEMA.names)
+    if unknown:
+        raise KeyError(f"unknown record fields: {sorted(unknown)}")
+    child.update(changes)
+    child.update(
+        parent_id=parent["id"],
+        locator=f"{parent['locator']}#{suffix}",
+        status=Status.KEPT.value,
+        status_operator=None,
+        status_reason=None,
+        status_detail=None,
+        duplicate_of=None,
+    )
+    child["content_hash"] = content_hash(child)
+    child["id"] = record_id(child["content_hash"], child["source"], child["locator"])
+    return child
 
 
 def normalise_text(text: str) -> str:

@@ -56,7 +56,7 @@ def run(corpus: Path, out: Path, **kw):
 def test_run_accounts_for_every_file_and_writes_buckets(ray_local, corpus, tmp_path):
     out = tmp_path / "out"
     s = run(corpus, out)
-    assert s["counts"] == {"input": 7, "kept": 4, "dropped": 1, "duplicate": 1, "quarantined": 1}
+    assert s["counts"] == {"input": 7, "derived": 0, "kept": 4, "dropped": 1, "duplicate": 1, "quarantined": 1, "split": 0}
     assert s["balanced"] is True
     assert s["by_bucket"] == {"generation": 2, "understanding": 4}
     assert s["dropped"] == {"size": {"below_min": 1}}
@@ -122,6 +122,6 @@ def test_manifest_pointing_at_missing_media_is_quarantined(ray_local, tmp_path):
     cfg = {"name": "m", "sources": [{"name": "m", "reader": "jsonl", "path": "m.jsonl"}], "stages": [{"op": "probe"}]}
     (tmp_path / "pipe.yaml").write_text(yaml.safe_dump(cfg))
     s = run(tmp_path, tmp_path / "out")
-    assert s["counts"] == {"input": 3, "kept": 1, "dropped": 0, "duplicate": 0, "quarantined": 2}
+    assert s["counts"] == {"input": 3, "derived": 0, "kept": 1, "dropped": 0, "duplicate": 0, "quarantined": 2, "split": 0}
     reasons = sorted(r for op in s["quarantined"].values() for r in op)
     assert reasons == ["bad_manifest_row", "missing_file"]
