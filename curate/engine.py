@@ -54,9 +54,10 @@ def plan_fingerprint(loaded: LoadedPipeline) -> str:
 class _StatefulOp:
     """Actor wrapper: builds the (model-backed) operator once per worker."""
 
-    def __init__(self, op_name: str, params: dict, stage: str, batch_size: int | None) -> None:
+    def __init__(self, op_name: str, params: dict, stage: str, batch_size: int | None, artifacts_dir: str | None) -> None:
         self.op = get_operator(op_name)(params, stage=stage)
         self.op.batch_size = batch_size
+        self.op.artifacts_dir = artifacts_dir
 
     def __call__(self, batch):
         return self.op(batch)
@@ -99,6 +100,7 @@ class Engine:
         for st, params in zip(self.cfg.stages, self.loaded.stage_params, strict=True):
             op = get_operator(st.op)(params, stage=st.stage_name)
             op.batch_size = st.resources.batch_size
+            op.artifacts_dir = str(self.out / "artifacts" / st.stage_name)
             if isinstance(op, GlobalOperator):
                 segments.append(Segment(len(segments), op))
             else:
@@ -175,6 +177,7 @@ class Engine:
                         "params": op.params.model_dump(by_alias=True),
                         "stage": op.stage,
                         "batch_size": op.batch_size,
+                        "artifacts_dir": op.artifacts_dir,
                     },
                     concurrency=res.concurrency or 1,
                     **kwargs,

@@ -98,6 +98,9 @@ class Operator:
         self.stage = stage or self.name
         #: rows per call inside a block (the stage's ``resources.batch_size``); None: the default
         self.batch_size: int | None = None
+        #: folder where this stage writes files it makes (clips, thumbnails, transcodes); the engine
+        #: sets OUT/artifacts/<stage>. Name files deterministically (by row id) so reruns overwrite.
+        self.artifacts_dir: str | None = None
 
     @classmethod
     def check_requirements(cls) -> None:
