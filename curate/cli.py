@@ -175,6 +175,37 @@ def demo(
         raise typer.Exit(3)
 
 
+@app.command()
+def mix(
+    mixture: Annotated[Path, typer.Argument(help="mixture YAML (stages of a training run)")],
+    stage: Annotated[str, typer.Option("--stage", "-s", help="stage to mix")],
+    input: Annotated[Path, typer.Option("--input", "-i", help="curated table: a `curate run` output folder")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="shard folder (resumes a mix already there)")],
+    set_: SetOpt = None,
+    fresh: Annotated[bool, typer.Option(help="discard shards already in --output")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Mix one stage into WebDataset shards that follow its ratios; print target vs achieved."""
+    _setup_logging(verbose)
+    from curate.config import ConfigError, load_mixture
+    from mixtures.mixer import MixError, mix_stage
+    from mixtures.report import print_report
+
+    try:
+        cfg = load_mixture(mixture, set_ or [])
+        cfg.stage(stage)
+    except (ConfigError, KeyError) as e:
+        err.print(f"[red]config error[/red]\n{e.args[0] if isinstance(e, KeyError) else e}", highlight=False)
+        raise typer.Exit(2) from None
+    try:
+        report = mix_stage(cfg, stage, input, output, fresh=fresh)
+    except (MixError, FileNotFoundError) as e:
+        err.print(f"[red]error:[/red] {e}", highlight=False)
+        raise typer.Exit(1) from None
+    print_report(report, console)
+    console.print(f"wrote {report['shards']} shards, {output}/report.json")
+
+
 def main() -> None:  # pragma: no cover
     app(prog_name="curate")
 

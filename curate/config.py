@@ -198,3 +198,17 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Loade
         except Exception as e:  # noqa: BLE001 - any setup failure is a config error
             raise doc.error(("stages", i), str(e)) from None
     return LoadedPipeline(cfg, file, source_params, stage_params)
+
+
+def load_mixture(path: str | Path, overrides: list[str] | None = None):
+    """Parse and validate a mixture YAML, with the same file:line: key errors as pipelines."""
+    from mixtures.config import MixtureConfig
+
+    file = Path(path).resolve()
+    data, lines = load_yaml(file)
+    overridden = apply_overrides(data, overrides or [], file)
+    doc = _Doc(file, lines, overridden)
+    try:
+        return MixtureConfig.model_validate(data)
+    except ValidationError as e:
+        raise _pydantic_errors(doc, e, ()) from None

@@ -1,0 +1,166 @@
+"""Typed models of a mixture YAML: the stages of a training run, each a tree of weighted
+groups over the curated table, in one unit (samples, tokens or seconds), with a budget."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from operators.conditions import Match
+
+__all__ = [
+    "AudioEstimator",
+    "Estimators",
+    "GroupSpec",
+    "ImageEstimator",
+    "MixtureConfig",
+    "ScheduleStep",
+    "ShardSpec",
+    "StageMix",
+    "TextEstimator",
+    "VideoEstimator",
+]
+
+_NAME = r"^[A-Za-z0-9_\-]+$"
+Unit = Literal["samples", "tokens", "seconds"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TextEstimator(_Strict):
+    chars_per_token: float = Field(4.0, gt=0, description="text tokens = characters / chars_per_token")
+
+
+class ImageEstimator(_Strict):
+    """Visual tokens of an image, Qwen2-VL style: resize into [min_pixels, max_pixels] keeping
+    the aspect ratio, round sides to multiples of patch_size*merge, tokens = patches / merge^2."""
+
+    patch_size: int = Field(14, ge=1)
+    merge: int = Field(2, ge=1, description="spatial merge factor (tokens = patches / merge^2)")
+    min_pixels: int = Field(56 * 56, ge=1)
+    max_pixels: int = Field(28 * 28 * 1280, ge=1)
+    fixed_tokens: int | None = Field(None, ge=1, description="a fixed count per image instead (e.g. 576 for a 24x24 grid)")
+
+    @model_validator(mode="after")
+    def _range(self) -> ImageEstimator:
+        if self.min_pixels > self.max_pixels:
+            raise ValueError(f"min_pixels {self.min_pixels} > max_pixels {self.max_pixels}")
+        return self
+
+
+class VideoEstimator(_Strict):
+    fps: float = Field(2.0, gt=0, description="frames sampled per second of video")
+    max_frames: int = Field(768, ge=1)
+    min_frames: int = Field(4, ge=1)
+    temporal_patch: int = Field(2, ge=1, description="frames merged into one temporal patch")
+    max_pixels: int = Field(448 * 448, ge=1, description="per-frame pixel budget (image estimator rules otherwise)")
+
+
+class AudioEstimator(_Strict):
+    frame_rate_hz: float = Field(12.5, gt=0, description="audio tokens per second (12.5 for Mimi-style codecs, 25 for Whisper-style encoders)")
+
+
+class Estimators(_Strict):
+    text: TextEstimator = Field(default_factory=TextEstimator)
+    image: ImageEstimator = Field(default_factory=ImageEstimator)
+    video: VideoEstimator = Field(default_factory=VideoEstimator)
+    audio: AudioEstimator = Field(default_factory=AudioEstimator)
+
+
+class GroupSpec(_Strict):
+    """A node of the target tree. Leaves draw samples; inner nodes split their share."""
+
+    name: str = Field(..., pattern=_NAME)
+    where: Match = Field(default_factory=Match, description="rows of this group (ANDed with the parent's)")
+    buckets: list[str] | None = Field(None, description="row is eligible for one of these buckets")
+    tasks: list[str] | None = Field(None, description="row has one of these tasks")
+    weight: float | None = Field(None, ge=0, description="relative weight among siblings")
+    amount: float | None = Field(None, ge=0, description="absolute amount in the stage unit (taken before weights)")
+    temperature: float | None = Field(None, gt=0, description="source weights inside this group ∝ size^(1/T); 1 = proportional")
+    max_repeat: float | None = Field(None, gt=0, description="per-source cap in epochs inside this group")
+    groups: list[GroupSpec] = Field(default_factory=list)
+
+    @field_validator("buckets", "tasks", mode="before")
+    @classmethod
+    def _list(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _weight_or_amount(self) -> GroupSpec:
+        if self.weight is not None and self.amount is not None:
+            raise ValueError(f"group '{self.name}': give weight or amount, not both")
+        names = [g.name for g in self.groups]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"group '{self.name}': repeated child names {dup}")
+        return self
+
+
+class ScheduleStep(_Strict):
+    """From ``at`` (fraction of the stage budget) on, these weights replace the groups' own."""
+
+    at: float = Field(..., ge=0, lt=1, description="fraction of the budget where this step starts")
+    weights: dict[str, float] = Field(..., description="group path (a/b) or name -> weight")
+
+
+class ShardSpec(_Strict):
+    split: str = Field("train", pattern=_NAME)
+    max_samples: int = Field(1000, ge=1, description="samples per shard")
+    max_bytes: int | None = Field(None, ge=1024, description="bytes per shard (whichever limit comes first)")
+    mode: Literal["premixed", "per_group"] = Field(
+        "premixed", description="premixed: one interleaved shard sequence; per_group: shards per leaf + loader configs"
+    )
+
+
+class StageMix(_Strict):
+    name: str = Field(..., pattern=_NAME)
+    description: str | None = None
+    unit: Unit = Field("samples", description="what the ratios and the budget count")
+    budget: float = Field(..., gt=0, description="total amount in the unit (samples, tokens, or seconds)")
+    strict: bool = Field(False, description="fail instead of reporting when a target cannot be met")
+    temperature: float = Field(1.0, gt=0, description="default source temperature inside groups")
+    max_repeat: float = Field(1.0, gt=0, description="default per-source cap in epochs")
+    shortfall: Literal["redistribute", "shrink"] = Field(
+        "redistribute",
+        description="a group that cannot reach its target: give the rest to its siblings, or shrink the budget",
+    )
+    tolerance: float = Field(0.02, gt=0, lt=1, description="allowed absolute share deviation per shard (reported)")
+    groups: list[GroupSpec] = Field(..., min_length=1)
+    schedule: list[ScheduleStep] = Field(default_factory=list)
+    shards: ShardSpec = Field(default_factory=ShardSpec)
+    estimators: Estimators | None = Field(None, description="overrides the mixture's estimators for this stage")
+
+    @field_validator("schedule")
+    @classmethod
+    def _ordered(cls, v: list[ScheduleStep]) -> list[ScheduleStep]:
+        ats = [s.at for s in v]
+        if ats != sorted(ats) or len(set(ats)) != len(ats):
+            raise ValueError(f"schedule steps must have increasing `at`: {ats}")
+        return v
+
+
+class MixtureConfig(_Strict):
+    version: int = 1
+    name: str = Field(..., pattern=_NAME)
+    description: str | None = None
+    seed: int = Field(0, description="selection and order are a pure function of (seed, sample ids)")
+    estimators: Estimators = Field(default_factory=Estimators)
+    stages: list[StageMix] = Field(..., min_length=1)
+
+    @field_validator("stages")
+    @classmethod
+    def _unique(cls, v: list[StageMix]) -> list[StageMix]:
+        names = [s.name for s in v]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"stage names must be unique; repeated: {dup}")
+        return v
+
+    def stage(self, name: str) -> StageMix:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise KeyError(f"no stage '{name}' (stages: {', '.join(s.name for s in self.stages)})")

@@ -1,0 +1,247 @@
+"""Mix one stage: curated table -> pool -> plan -> order -> shards (written by Ray tasks) ->
+manifest, loader indexes and report.
+
+SHARDS/<split>-000000.tar            pre-mixed shards (or SHARDS/<group>/... per group)
+SHARDS/<split>-000000.stats.json     per-shard stats (what `curate stats` reads)
+SHARDS/<split>.wids.json             wids-shard-index-v1 (per group in per_group mode)
+SHARDS/manifest.json                 finished shards with hashes of config and input (resume)
+SHARDS/report.json                   target vs achieved per group in every unit
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from mixtures.config import MixtureConfig, StageMix
+from mixtures.interleave import Slot, interleave
+from mixtures.planner import MixError, Plan, plan_stage
+from mixtures.pool import COST_KEYS, Pool, load_pool
+from mixtures.shards import write_shard
+
+__all__ = ["MixError", "mix_stage"]
+
+log = logging.getLogger(__name__)
+
+
+def _atomic_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+def _config_hash(cfg: MixtureConfig, stage: StageMix) -> str:
+    body = {"seed": cfg.seed, "estimators": (stage.estimators or cfg.estimators).model_dump(), "stage": stage.model_dump()}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _cut(order: list[Slot], plan: Plan, pool: Pool, stage: StageMix) -> list[list[Slot]]:
+    shards: list[list[Slot]] = [[]]
+    size = 0
+    for slot in order:
+        row = plan.streams[slot[0]].items[slot[1]]
+        nbytes = pool.bytes[row] + 1024
+        full = len(shards[-1]) >= stage.shards.max_samples
+        if stage.shards.max_bytes and shards[-1] and size + nbytes > stage.shards.max_bytes:
+            full = True
+        if full:
+            shards.append([])
+            size = 0
+        shards[-1].append(slot)
+        size += nbytes
+    return [s for s in shards if s]
+
+
+def _jobs(shards: list[list[Slot]], folder: Path, plan: Plan, pool: Pool, stage: StageMix, keys: dict) -> list[dict]:
+    jobs = []
+    for n, slots in enumerate(shards):
+        samples = []
+        for si, ii in slots:
+            st = plan.streams[si]
+            row = st.items[ii]
+            samples.append(
+                {
+                    "file": pool.files[pool.file_index[row]],
+                    "row": pool.row_index[row],
+                    "key": keys[(si, ii)],
+                    "group": st.leaf,
+                    "repeat": st.repeat[ii],
+                    "phase": st.phase,
+                    "cost": {k: float(pool.costs[k][row]) for k in COST_KEYS},
+                }
+            )
+        jobs.append({"path": str(folder / f"{stage.shards.split}-{n:06d}.tar"), "samples": samples, "stage": stage.name, "unit": stage.unit})
+    return jobs
+
+
+def _keys(order: list[Slot], plan: Plan, pool: Pool) -> dict[Slot, str]:
+    """The id on first use, ``<id>_<n>`` on the n-th repeat: unique across the stage's shards."""
+    uses: Counter[str] = Counter()
+    keys = {}
+    for slot in order:
+        sid = pool.ids[plan.streams[slot[0]].items[slot[1]]]
+        n = uses[sid]
+        keys[slot] = sid if n == 0 else f"{sid}_{n}"
+        uses[sid] += 1
+    return keys
+
+
+def _wids(folder: Path, name: str, stats: list[dict], base: Path) -> dict:
+    index = {
+        "__kind__": "wids-shard-index-v1",
+        "wids_version": 1,
+        "name": name,
+        "shardlist": [{"url": os.path.relpath(folder / s["shard"], base), "nsamples": s["samples"]} for s in stats],
+    }
+    return index
+
+
+def mix_stage(cfg: MixtureConfig, stage_name: str, input_path: str | Path, output: str | Path, *, fresh: bool = False) -> dict:
+    """Mix one stage into ``output``. Returns the report."""
+    import ray
+
+    from curate.runtime import ray_session
+    from mixtures.report import build_report
+    from schemas.config import RayConfig
+
+    stage = cfg.stage(stage_name)
+    estimators = stage.estimators or cfg.estimators
+    out = Path(output).resolve()
+    if fresh:
+        shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    pool = load_pool(input_path, stage, estimators)
+    plan = plan_stage(stage, pool, cfg.seed)
+    cost = pool.costs[stage.unit]
+    config_hash = _config_hash(cfg, stage)
+    manifest_path = out / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    if manifest and (manifest.get("config_hash"), manifest.get("input_fingerprint")) != (config_hash, pool.fingerprint):
+        raise MixError(
+            f"{out} holds shards of another mix (config {manifest.get('config_hash')}, input "
+            f"{manifest.get('input_fingerprint')}; now {config_hash}, {pool.fingerprint}); use --fresh or another --output"
+        )
+    manifest = {"stage": stage.name, "config_hash": config_hash, "input_fingerprint": pool.fingerprint, "shards": manifest.get("shards", {})}
+
+    if stage.shards.mode == "premixed":
+        groups = {"": interleave(plan, cost)}
+    else:
+        groups = {leaf: interleave(plan, cost, leaf=leaf) for leaf in plan.targets}
+    jobs: list[dict] = []
+    layout: dict[str, list[str]] = {}
+    for leaf, order in groups.items():
+        folder = out / leaf.replace("/", "__") if leaf else out
+        keys = _keys(order, plan, pool)
+        leaf_jobs = _jobs(_cut(order, plan, pool, stage), folder, plan, pool, stage, keys)
+        layout[leaf] = [j["path"] for j in leaf_jobs]
+        jobs += leaf_jobs
+    todo = []
+    stats_by_path: dict[str, dict] = {}
+    for job in jobs:
+        rel = os.path.relpath(job["path"], out)
+        done = manifest["shards"].get(rel)
+        stats_file = Path(job["path"][: -len(".tar")] + ".stats.json")
+        if (
+            done
+            and Path(job["path"]).exists()
+            and stats_file.exists()
+            and hashlib.sha256(Path(job["path"]).read_bytes()).hexdigest() == done["sha256"]
+        ):
+            stats_by_path[job["path"]] = json.loads(stats_file.read_text())
+            continue
+        todo.append(job)
+    log.info("stage %s: %d shards, %d to write", stage.name, len(jobs), len(todo))
+    if todo:
+        with ray_session(RayConfig()):
+            task = ray.remote(num_cpus=1)(write_shard)
+            pending = {task.remote(j): j for j in todo}
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                job = pending.pop(ready[0])
+                stats = ray.get(ready[0])
+                stats_by_path[job["path"]] = stats
+                rel = os.path.relpath(job["path"], out)
+                manifest["shards"][rel] = {"sha256": stats["sha256"], "samples": stats["samples"], "bytes": stats["bytes"]}
+                _atomic_json(manifest_path, manifest)
+    _atomic_json(manifest_path, manifest)
+
+    # loader indexes
+    blend = []
+    for leaf, paths in layout.items():
+        folder = out / leaf.replace("/", "__") if leaf else out
+        stats = [stats_by_path[p] for p in paths]
+        name = f"{stage.name}" if not leaf else f"{stage.name}/{leaf}"
+        index_path = (out if not leaf else folder) / f"{stage.shards.split}.wids.json"
+        _atomic_json(index_path, _wids(folder, name, stats, index_path.parent))
+        if leaf:
+            blend.append({"group": leaf, "path": leaf.replace("/", "__"), "weight": plan.allocated.get(leaf, 0.0)})
+    all_stats = [stats_by_path[j["path"]] for j in jobs]
+    report = build_report(cfg, stage, plan, pool, all_stats, blend=blend)
+    _atomic_json(out / "report.json", report)
+    return report
+
+
+def group_shares(plan: Plan) -> dict[str, float]:
+    total = sum(plan.allocated.values())
+    return {leaf: (v / total if total else 0.0) for leaf, v in plan.allocated.items()}
+
+
+def phase_shares(plan: Plan) -> list[dict[str, float]]:
+    """Planned share of every group inside each phase (what the samples of that phase follow)."""
+    out = []
+    for k in range(len(plan.phases)):
+        amounts: dict[str, float] = defaultdict(float)
+        for st in plan.streams:
+            if st.phase == k:
+                amounts[st.leaf] += st.amount
+        total = sum(amounts.values())
+        out.append({leaf: (amounts.get(leaf, 0.0) / total if total else 0.0) for leaf in plan.targets})
+    return out
+
+
+def expected_shares(by_phase: dict[str, dict[str, float]], shares: list[dict[str, float]]) -> dict[str, float]:
+    """The planned shares of a stretch of samples, weighting each phase by its amount there."""
+    amounts = {int(k): sum(v.values()) for k, v in by_phase.items()}
+    total = sum(amounts.values())
+    groups = shares[0].keys() if shares else []
+    return {g: sum(amounts[k] / total * shares[k].get(g, 0.0) for k in amounts) if total else 0.0 for g in groups}
+
+
+def achieved_by_group(stats: list[dict]) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = defaultdict(lambda: dict.fromkeys(COST_KEYS, 0.0))
+    for s in stats:
+        for g, costs in s["by_group"].items():
+            for k, v in costs.items():
+                out[g][k] += v
+    return dict(out)
+
+
+def drift(by_group: dict[str, dict[str, float]], by_phase: dict[str, dict[str, float]], shares: list[dict[str, float]], unit: str) -> float:
+    """Max over groups of |achieved share - planned share| for a stretch of samples."""
+    total = sum(c.get(unit, 0.0) for c in by_group.values())
+    if not total:
+        return 0.0
+    expected = expected_shares(by_phase, shares)
+    return float(max((abs(by_group.get(g, {}).get(unit, 0.0) / total - p) for g, p in expected.items()), default=0.0))
+
+
+def prefix_drift(stats: list[dict], shares: list[dict[str, float]], unit: str) -> list[dict]:
+    """Drift of every prefix of the shard list (a trainer that stops early saw this mix)."""
+    acc: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    acc_phase: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    out = []
+    for n, s in enumerate(stats, 1):
+        for g, costs in s["by_group"].items():
+            for k, v in costs.items():
+                acc[g][k] += v
+        for k, groups in s.get("by_phase", {}).items():
+            for g, v in groups.items():
+                acc_phase[k][g] += v
+        out.append({"shards": n, "max_abs_drift": round(drift(acc, acc_phase, shares, unit), 6)})
+    return out

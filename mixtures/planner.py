@@ -1,0 +1,300 @@
+"""Plan a stage: targets per leaf group and phase, capped by what the data can give, split
+across sources by temperature; then pick samples in a stable hashed order.
+
+Targets come from the group tree (``weight`` shares among siblings, ``amount`` absolute) and
+the schedule (phases of the budget with their own weights). A source gives at most
+``max_repeat`` epochs. A leaf that cannot reach its target gets what its sources can give and
+the rest goes to its siblings (``shortfall: redistribute``) or is left out (``shrink``); either
+way the report says which target was missed and by how much, and ``strict`` makes it an error.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mixtures.config import GroupSpec, StageMix
+from mixtures.pool import Pool, order_key
+
+__all__ = ["MixError", "Plan", "Stream", "plan_stage"]
+
+_EPS = 1e-9
+
+
+class MixError(ValueError):
+    """The mixture cannot be made as asked (strict targets, empty groups)."""
+
+
+@dataclass
+class Stream:
+    """The samples one (phase, leaf, source) contributes, in order."""
+
+    phase: int
+    leaf: str
+    source: str
+    items: list[int] = field(default_factory=list)  # pool rows
+    repeat: list[int] = field(default_factory=list)  # epoch of each item (0 = first use)
+    amount: float = 0.0  # in the stage unit
+
+
+@dataclass
+class Plan:
+    stage: str
+    unit: str
+    budget: float
+    phases: list[tuple[float, float]]  # (start, end) fractions
+    targets: dict[str, float]  # leaf -> target amount over the stage (before caps)
+    shares: list[dict[str, float]]  # per phase: leaf -> share of that phase
+    allocated: dict[str, float]  # leaf -> planned amount after caps / redistribution
+    capacity: dict[str, float]  # leaf -> what its sources can give (max_repeat epochs)
+    pool_size: dict[str, dict[str, float]]  # leaf -> source -> amount in one epoch
+    source_quota: dict[str, dict[str, float]]  # leaf -> source -> planned amount
+    streams: list[Stream]
+    excluded_zero_cost: dict[str, int]  # leaf -> rows that cost nothing in this unit
+    shortfalls: list[dict]  # leaves whose target could not be met
+
+
+def _weights_for(groups: list[GroupSpec], overrides: dict[str, float], prefix: str) -> list[float | None]:
+    out: list[float | None] = []
+    for g in groups:
+        path = f"{prefix}{g.name}"
+        if path in overrides:
+            out.append(overrides[path])
+        elif g.name in overrides:
+            out.append(overrides[g.name])
+        else:
+            out.append(g.weight)
+    return out
+
+
+def _tree_shares(groups: list[GroupSpec], budget: float, overrides: dict[str, float], share: float = 1.0, prefix: str = "") -> dict[str, float]:
+    """leaf path -> share of the stage budget."""
+    out: dict[str, float] = {}
+    fixed = sum((g.amount or 0.0) / budget for g in groups if g.amount is not None)
+    rest = share - fixed
+    if rest < -_EPS:
+        raise MixError(f"absolute amounts under '{prefix or 'the stage'}' exceed its share of the budget")
+    weights = _weights_for(groups, overrides, prefix)
+    free = [g for g, w in zip(groups, weights, strict=True) if g.amount is None]
+    free_w = [w for g, w in zip(groups, weights, strict=True) if g.amount is None]
+    if free and all(w is None for w in free_w):
+        free_w = [1.0] * len(free)
+    free_w = [w or 0.0 for w in free_w]
+    total_w = sum(free_w)
+    for g in groups:
+        if g.amount is not None:
+            s = g.amount / budget
+        else:
+            w = free_w[free.index(g)]
+            s = rest * w / total_w if total_w > 0 else 0.0
+        path = f"{prefix}{g.name}"
+        if g.groups:
+            out.update(_tree_shares(g.groups, budget, overrides, s, f"{path}/"))
+        else:
+            out[path] = s
+    return out
+
+
+def _fill(caps: dict[str, float], want: dict[str, float], total: float, redistribute: bool) -> dict[str, float]:
+    """Water-filling: give each key up to its cap; deficits go to unsaturated keys in
+    proportion to what they wanted (when redistributing)."""
+    alloc = dict.fromkeys(want, 0.0)
+    if not redistribute:
+        return {k: min(want[k], caps[k]) for k in want}
+    open_keys = {k for k in want if want[k] > 0}
+    remaining = total
+    while open_keys and remaining > _EPS:
+        weight = sum(want[k] for k in open_keys)
+        saturated = set()
+        given = 0.0
+        for k in sorted(open_keys):
+            share = remaining * want[k] / weight
+            room = caps[k] - alloc[k]
+            take = min(share, room)
+            alloc[k] += take
+            given += take
+            if room - take <= _EPS:
+                saturated.add(k)
+        remaining -= given
+        if not saturated:
+            break
+        open_keys -= saturated
+    return alloc
+
+
+def _group_fill(groups: list[GroupSpec], prefix: str, total: float, targets: dict[str, float], caps: dict[str, float], redistribute: bool) -> dict[str, float]:
+    """Allocate ``total`` down the tree, each level filling its children up to their capacity."""
+    child_target: dict[str, float] = {}
+    child_cap: dict[str, float] = {}
+    for g in groups:
+        path = f"{prefix}{g.name}"
+        below = [leaf for leaf in targets if leaf == path or leaf.startswith(path + "/")]
+        child_target[path] = sum(targets[leaf] for leaf in below)
+        child_cap[path] = sum(caps[leaf] for leaf in below)
+    alloc = _fill(child_cap, child_target, total, redistribute)
+    out: dict[str, float] = {}
+    for g in groups:
+        path = f"{prefix}{g.name}"
+        if g.groups:
+            out.update(_group_fill(g.groups, f"{path}/", alloc[path], targets, caps, redistribute))
+        else:
+            out[path] = alloc[path]
+    return out
+
+
+def _inherited(leaf_specs: list[GroupSpec], attr: str, default: float) -> float:
+    for g in reversed(leaf_specs):
+        v = getattr(g, attr)
+        if v is not None:
+            return v
+    return default
+
+
+def _integerise(values: dict, total: int) -> dict:
+    """Largest-remainder rounding that keeps the sum (deterministic tie-break by key)."""
+    floors = {k: int(np.floor(v + _EPS)) for k, v in values.items()}
+    short = total - sum(floors.values())
+    order = sorted(values, key=lambda k: (-(values[k] - floors[k]), str(k)))
+    for k in order[: max(0, short)]:
+        floors[k] += 1
+    return floors
+
+
+def plan_stage(stage: StageMix, pool: Pool, seed: int) -> Plan:
+    from mixtures.pool import leaves_of
+
+    unit = stage.unit
+    cost = pool.costs[unit]
+    leaves = {leaf.path: leaf for leaf in leaves_of(stage.groups)}
+    cuts = [0.0, *[s.at for s in stage.schedule], 1.0]
+    phases = [(cuts[i], cuts[i + 1]) for i in range(len(cuts) - 1)]
+    overrides: list[dict[str, float]] = [{}]
+    for step in stage.schedule:
+        overrides.append({**overrides[-1], **step.weights})
+    unknown = {k for o in overrides for k in o} - set(leaves) - {p.rsplit("/", 1)[-1] for p in leaves} - {
+        "/".join(p.split("/")[: i + 1]) for p in leaves for i in range(p.count("/") + 1)
+    } - {g for p in leaves for g in p.split("/")}
+    if unknown:
+        raise MixError(f"schedule names unknown groups: {sorted(unknown)}")
+    phase_shares = [_tree_shares(stage.groups, stage.budget, o) for o in overrides]
+
+    # what each leaf can give, per source, in this unit
+    pool_size: dict[str, dict[str, float]] = {}
+    members: dict[str, dict[str, list[int]]] = {}
+    excluded: dict[str, int] = {}
+    for path, rows in pool.members.items():
+        by_src: dict[str, list[int]] = defaultdict(list)
+        zero = 0
+        for r in rows:
+            if cost[r] <= 0:
+                zero += 1
+                continue
+            by_src[pool.sources[r]].append(r)
+        excluded[path] = zero
+        members[path] = dict(sorted(by_src.items()))
+        pool_size[path] = {s: float(cost[idx].sum()) for s, idx in members[path].items()}
+    targets = {
+        leaf: sum(stage.budget * (b - a) * phase_shares[k][leaf] for k, (a, b) in enumerate(phases)) for leaf in leaves
+    }
+    for leaf, t in targets.items():
+        if t > _EPS and not members[leaf]:
+            why = f" ({excluded[leaf]} rows cost 0 {unit})" if excluded[leaf] else ""
+            if stage.strict:
+                raise MixError(f"group '{leaf}' has no samples in the curated table{why}")
+    caps = {
+        leaf: _inherited(leaves[leaf].specs, "max_repeat", stage.max_repeat) * sum(pool_size[leaf].values())
+        for leaf in leaves
+    }
+    allocated = _group_fill(stage.groups, "", stage.budget, targets, caps, stage.shortfall == "redistribute")
+    shortfalls = []
+    for leaf in leaves:
+        if allocated[leaf] + 1e-6 * max(1.0, targets[leaf]) < targets[leaf]:
+            shortfalls.append(
+                {
+                    "group": leaf,
+                    "target": targets[leaf],
+                    "planned": allocated[leaf],
+                    "missing": targets[leaf] - allocated[leaf],
+                    "capacity": caps[leaf],
+                    "reason": "no samples" if not members[leaf] else "max_repeat cap reached",
+                }
+            )
+    if shortfalls and stage.strict:
+        lines = "; ".join(f"{s['group']}: target {s['target']:.6g} {unit}, at most {s['planned']:.6g}" for s in shortfalls)
+        raise MixError(f"stage '{stage.name}' (strict) cannot meet its targets: {lines}")
+
+    # per leaf: split over sources by temperature, capped at max_repeat epochs
+    source_quota: dict[str, dict[str, float]] = {}
+    for leaf, spec in leaves.items():
+        sizes = pool_size[leaf]
+        if not sizes:
+            source_quota[leaf] = {}
+            continue
+        temp = _inherited(spec.specs, "temperature", stage.temperature)
+        rep = _inherited(spec.specs, "max_repeat", stage.max_repeat)
+        want = {s: n ** (1.0 / temp) for s, n in sizes.items()}
+        norm = sum(want.values())
+        want = {s: allocated[leaf] * w / norm for s, w in want.items()}
+        source_quota[leaf] = _fill({s: rep * n for s, n in sizes.items()}, want, allocated[leaf], True)
+
+    # per (phase, leaf, source) quota, then the samples: a stable hashed order, epoch after epoch
+    quota: dict[tuple[int, str, str], float] = {}
+    for leaf in leaves:
+        t_leaf = targets[leaf]
+        for k, (a, b) in enumerate(phases):
+            part = stage.budget * (b - a) * phase_shares[k][leaf] / t_leaf if t_leaf > _EPS else 0.0
+            for s, q in source_quota[leaf].items():
+                quota[(k, leaf, s)] = q * part
+    if unit == "samples":
+        quota = _integerise(quota, int(round(sum(quota.values()))))
+    streams: list[Stream] = []
+    for leaf in leaves:
+        for s, rows in members[leaf].items():
+            epochs = _epoch_orders(rows, pool, seed)
+            cursor = 0
+            wanted = taken = 0.0  # cumulative over phases, so rounding never accumulates
+            for k in range(len(phases)):
+                wanted += quota.get((k, leaf, s), 0.0)
+                st = Stream(k, leaf, s)
+                while True:
+                    epoch, pos = divmod(cursor, len(rows))
+                    r = epochs(epoch)[pos]
+                    c = float(cost[r])
+                    # take the next sample while that brings the total nearer to the quota
+                    if taken + c / 2 >= wanted - _EPS:
+                        break
+                    st.items.append(r)
+                    st.repeat.append(epoch)
+                    st.amount += c
+                    taken += c
+                    cursor += 1
+                if st.items:
+                    streams.append(st)
+    return Plan(
+        stage=stage.name,
+        unit=unit,
+        budget=stage.budget,
+        phases=phases,
+        targets=targets,
+        shares=phase_shares,
+        allocated=allocated,
+        capacity=caps,
+        pool_size=pool_size,
+        source_quota=source_quota,
+        streams=streams,
+        excluded_zero_cost=excluded,
+        shortfalls=shortfalls,
+    )
+
+
+def _epoch_orders(rows: list[int], pool: Pool, seed: int):
+    cache: dict[int, list[int]] = {}
+
+    def order(epoch: int) -> list[int]:
+        if epoch not in cache:
+            cache[epoch] = sorted(rows, key=lambda r: (order_key(pool.ids[r], seed, epoch), pool.ids[r]))
+        return cache[epoch]
+
+    return order
