@@ -15,7 +15,10 @@ import hashlib
 import json
 import logging
 import shutil
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,7 +139,7 @@ class Engine:
         ]
         with ray_session(self.cfg.ray, self.address) as cluster:
             ctx = ray.data.DataContext.get_current()
-            ctx.enable_progress_bars = self.progress
+            ctx.enable_progress_bars = False  # ours (below) counts finished units, Ray's counts blocks
             ctx.print_on_execution_start = False
             ctx.target_max_block_size = 1024 * 1024 * 1024  # keep one ingest unit in one block
             info = {"cluster": cluster, "segments": []}
@@ -148,6 +151,32 @@ class Engine:
                 info["segments"][-1]["seconds"] = round(time.time() - started, 3)
         info["elapsed_s"] = round(time.time() - t0, 3)
         return finalize(self, self._segment_dir(self.segments[-1]), info)
+
+    @contextmanager
+    def _watch(self, label: str, total: int, count: Callable[[], int]) -> Iterator[None]:
+        """A progress bar fed by ``count()`` (files written so far) while Ray works."""
+        if not self.progress or total <= 0:
+            yield
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        stop = threading.Event()
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, transient=False) as bar:
+            task = bar.add_task(label, total=total)
+
+            def poll() -> None:
+                while not stop.wait(0.5):
+                    bar.update(task, completed=min(total, count()))
+
+            thread = threading.Thread(target=poll, daemon=True)
+            thread.start()
+            try:
+                yield
+            finally:
+                stop.set()
+                thread.join()
+                bar.update(task, completed=min(total, count()))
 
     def _plan_units(self):
         for name, reader in self.readers.items():
@@ -206,7 +235,10 @@ class Engine:
             ds = ray.data.from_items(pending, override_num_blocks=len(pending))
             ds = ds.map_batches(IngestFn(self.readers), batch_size=None, batch_format="pyarrow", num_cpus=1)
             ds = self._apply_stages(ds, seg)
-            ds.write_datasink(UnitSink(out))
+            before = len(done)
+            label = " > ".join(["ingest", *names])
+            with self._watch(f"units  {label}", len(pending), lambda: _count(out) - before):
+                ds.write_datasink(UnitSink(out))
             return True
 
         if force:
@@ -225,5 +257,12 @@ class Engine:
         ds = ray.data.from_items([{"path": str(f)} for f in pending], override_num_blocks=len(pending))
         ds = ds.map_batches(ApplyFn(gop, decisions), batch_size=None, batch_format="pyarrow", num_cpus=1)
         ds = self._apply_stages(ds, seg)
-        ds.write_datasink(UnitSink(out))
+        before = len(done)
+        label = " > ".join([gop.stage, *names])
+        with self._watch(f"files  {label}", len(pending), lambda: _count(out) - before):
+            ds.write_datasink(UnitSink(out))
         return True
+
+
+def _count(folder: Path) -> int:
+    return sum(1 for _ in folder.glob("*.parquet")) if folder.exists() else 0

@@ -21,6 +21,9 @@ def ray_session(cfg: RayConfig, address: str | None = None, *, quiet: bool = Tru
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if quiet:  # before init: Ray logs its start-up notes at WARNING
+        for name in ("ray", "ray.data"):
+            logging.getLogger(name).setLevel(logging.ERROR)
     started = False
     if not ray.is_initialized():
         address = address or cfg.address
@@ -36,7 +39,7 @@ def ray_session(cfg: RayConfig, address: str | None = None, *, quiet: bool = Tru
         started = True
     if quiet:
         for name in ("ray", "ray.data", "ray.data._internal.execution.streaming_executor"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+            logging.getLogger(name).setLevel(logging.ERROR)
     try:
         res = ray.cluster_resources()
         log.info("ray: %s CPUs, %s GPUs, %s nodes", res.get("CPU"), res.get("GPU", 0), len(ray.nodes()))
