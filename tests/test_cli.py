@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from curate.cli import app
@@ -18,6 +19,12 @@ def test_validate_demo_pipeline_ok():
     r = runner.invoke(app, ["validate", str(ROOT / "examples/pipelines/demo.yaml")])
     assert r.exit_code == 0, r.output
     assert "pipeline 'demo', 10 sources, 7 stages" in " ".join(r.output.split())
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "examples/pipelines").glob("*.yaml")))
+def test_every_example_pipeline_validates(name):
+    r = runner.invoke(app, ["validate", str(ROOT / "examples/pipelines" / name)])
+    assert r.exit_code == 0, r.output
 
 
 def test_validate_reports_file_line_and_key(tmp_path):

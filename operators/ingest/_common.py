@@ -30,9 +30,11 @@ __all__ = [
     "split_fields",
 ]
 
-IMAGE_EXTS = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"})
-VIDEO_EXTS = frozenset({"mp4", "webm", "mkv", "avi", "mov"})
-AUDIO_EXTS = frozenset({"wav", "flac", "mp3", "ogg", "m4a", "opus"})
+IMAGE_EXTS = frozenset({"jpg", "jpeg", "jpe", "jfif", "png", "webp", "bmp", "gif", "tif", "tiff", "avif", "ico", "ppm", "pgm", "tga"})
+VIDEO_EXTS = frozenset({"mp4", "m4v", "webm", "mkv", "avi", "mov", "mpg", "mpeg", "ts", "mts", "m2ts", "wmv", "flv", "3gp", "ogv"})
+AUDIO_EXTS = frozenset(
+    {"wav", "flac", "mp3", "ogg", "oga", "m4a", "opus", "aif", "aiff", "aifc", "au", "snd", "aac", "wma", "amr", "wv", "caf", "ac3", "mka", "spx"}
+)
 #: extension (lower case, no dot) -> modality
 MEDIA_EXTS: dict[str, str] = {
     **dict.fromkeys(IMAGE_EXTS, Modality.IMAGE.value),
