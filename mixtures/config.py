@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 _NAME = r"^[A-Za-z0-9_\-]+$"
-Unit = Literal["samples", "tokens", "seconds"]
+Unit = Literal["samples", "tokens", "seconds", "hours", "text_tokens", "image_tokens", "video_tokens", "audio_tokens"]
 
 
 class _Strict(BaseModel):
@@ -32,6 +32,9 @@ class _Strict(BaseModel):
 
 class TextEstimator(_Strict):
     chars_per_token: float = Field(4.0, gt=0, description="text tokens = characters / chars_per_token")
+    tokenizer: str | None = Field(
+        None, description="a tokenizer.json file (Hugging Face `tokenizers` format): count real tokens instead"
+    )
 
 
 class ImageEstimator(_Strict):
@@ -118,7 +121,11 @@ class ShardSpec(_Strict):
 class StageMix(_Strict):
     name: str = Field(..., pattern=_NAME)
     description: str | None = None
-    unit: Unit = Field("samples", description="what the ratios and the budget count")
+    unit: Unit = Field(
+        "samples",
+        description="what the ratios and the budget count: samples, tokens (all modalities), seconds or hours of "
+        "media, or one modality's tokens (text_tokens, image_tokens, ...)",
+    )
     budget: float = Field(..., gt=0, description="total amount in the unit (samples, tokens, or seconds)")
     strict: bool = Field(False, description="fail instead of reporting when a target cannot be met")
     temperature: float = Field(1.0, gt=0, description="default source temperature inside groups")

@@ -5,12 +5,13 @@ Token counts are estimates from per-modality parameters in the mixture YAML, so 
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
 from mixtures.config import Estimators, ImageEstimator, VideoEstimator
 
-__all__ = ["image_tokens", "sample_costs", "text_chars", "video_tokens"]
+__all__ = ["image_tokens", "sample_costs", "text_chars", "text_tokens", "texts", "video_tokens"]
 
 
 def image_tokens(width: int | None, height: int | None, est: ImageEstimator, *, max_pixels: int | None = None) -> int:
@@ -44,30 +45,43 @@ def video_tokens(media: dict[str, Any], est: VideoEstimator, image: ImageEstimat
     return per_frame * frames // est.temporal_patch, frames
 
 
-def text_chars(row: dict[str, Any]) -> int:
-    n = 0
-    for key in ("caption", "alt_text", "instruction", "response", "transcript", "text"):
-        n += len(row.get(key) or "")
-    for turn in row.get("conversation") or []:
-        n += len(turn.get("text") or "")
+def texts(row: dict[str, Any]) -> list[str]:
+    """Every text a trainer will see for this sample."""
+    out = [row.get(k) or "" for k in ("caption", "alt_text", "instruction", "response", "transcript", "text")]
+    out += [turn.get("text") or "" for turn in row.get("conversation") or []]
     if not row.get("text"):
-        for seg in row.get("interleaved") or []:
-            n += len(seg.get("text") or "") if seg.get("kind") == "text" else 0
+        out += [seg.get("text") or "" for seg in row.get("interleaved") or [] if seg.get("kind") == "text"]
     pref = row.get("preference") or {}
-    for key in ("prompt", "chosen", "rejected"):
-        n += len(pref.get(key) or "")
-    for cand in pref.get("candidates") or []:
-        n += len(cand.get("text") or "")
+    out += [pref.get(k) or "" for k in ("prompt", "chosen", "rejected")]
+    out += [c.get("text") or "" for c in pref.get("candidates") or []]
     inter = row.get("interaction") or {}
-    n += len(inter.get("goal") or "")
+    out.append(inter.get("goal") or "")
     for step in inter.get("steps") or []:
-        n += len(step.get("observation") or "") + len(step.get("action") or "")
-    return n
+        out += [step.get("observation") or "", step.get("action") or ""]
+    return [t for t in out if t]
+
+
+def text_chars(row: dict[str, Any]) -> int:
+    return sum(len(t) for t in texts(row))
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer(path: str):
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(path)
+
+
+def text_tokens(row: dict[str, Any], chars_per_token: float, tokenizer: str | None) -> int:
+    if tokenizer:
+        tok = _tokenizer(tokenizer)
+        return sum(len(e.ids) for e in tok.encode_batch(texts(row), add_special_tokens=False))
+    return math.ceil(text_chars(row) / chars_per_token)
 
 
 def sample_costs(row: dict[str, Any], est: Estimators) -> dict[str, float]:
     """Cost of one curated row in every unit."""
-    text = math.ceil(text_chars(row) / est.text.chars_per_token)
+    text = text_tokens(row, est.text.chars_per_token, est.text.tokenizer)
     img = vid = aud = frames = images = 0
     seconds = 0.0
     for m in row.get("media") or []:
@@ -91,6 +105,7 @@ def sample_costs(row: dict[str, Any], est: Estimators) -> dict[str, float]:
         "samples": 1.0,
         "tokens": float(text + img + vid + aud),
         "seconds": float(seconds),
+        "hours": float(seconds) / 3600.0,
         "text_tokens": float(text),
         "image_tokens": float(img),
         "video_tokens": float(vid),

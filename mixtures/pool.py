@@ -17,7 +17,7 @@ from schemas.record import from_table
 
 __all__ = ["COST_KEYS", "Leaf", "Pool", "curated_files", "leaves_of", "load_pool", "order_key"]
 
-COST_KEYS = ("samples", "tokens", "seconds", "text_tokens", "image_tokens", "video_tokens", "audio_tokens", "frames", "images")
+COST_KEYS = ("samples", "tokens", "seconds", "hours", "text_tokens", "image_tokens", "video_tokens", "audio_tokens", "frames", "images")
 
 
 @dataclass

@@ -233,8 +233,37 @@ def test_schedule_changes_weights_late_in_the_stage(ray_local, curated, tmp_path
 
 def test_bad_mixture_names_file_and_key(tmp_path):
     mix = json.loads(json.dumps(MIX))
-    mix["stages"][0]["unit"] = "hours"
+    mix["stages"][0]["unit"] = "minutes"
     p = tmp_path / "m.yaml"
     p.write_text(yaml.safe_dump(mix))
     with pytest.raises(ConfigError, match=r"m\.yaml:\d+: stages\[0\]\.unit"):
         load_mixture(p)
+
+
+def test_text_tokens_from_a_real_tokenizer_file(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    from mixtures.config import Estimators
+    from mixtures.costs import sample_costs
+
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(["a cat on a mat", "a dog"], trainers.WordLevelTrainer(special_tokens=["[UNK]"]))
+    path = tmp_path / "tokenizer.json"
+    tok.save(str(path))
+    row = new_record(source="s", locator="x", layout="text", text="a cat on a mat", caption="a dog and a bird")
+    est = Estimators.model_validate({"text": {"tokenizer": str(path)}})
+    assert sample_costs(row, est)["text_tokens"] == 5 + 5
+    rate = sample_costs(row, Estimators.model_validate({"text": {"chars_per_token": 2.0}}))
+    assert rate["text_tokens"] == 15  # (14 + 16) / 2
+
+
+def test_image_tokens_follow_the_resize_rule():
+    from mixtures.config import ImageEstimator
+    from mixtures.costs import image_tokens
+
+    est = ImageEstimator()
+    assert image_tokens(640, 480, est) == (476 // 14) * (644 // 14) // 4  # sides rounded to 28
+    assert image_tokens(4000, 3000, est) <= est.max_pixels // (14 * 14 * 4)
+    assert image_tokens(32, 24, est) * 14 * 14 * 4 >= est.min_pixels
+    assert image_tokens(640, 480, ImageEstimator(fixed_tokens=256)) == 256
