@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from curate.media_hours import media_hours
 from curate.sinks import write_atomic
 from schemas.enums import Status
 
@@ -134,6 +135,7 @@ def finalize(engine: Engine, final_dir: Path, info: dict[str, Any]) -> dict[str,
         "output": str(out),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **ledger.as_dict(),
+        "hours": media_hours(files),
         "stages": [{"name": s.stage_name, "op": s.op} for s in cfg.stages],
         "run": info,
     }
