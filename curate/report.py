@@ -41,6 +41,9 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
             for reason, n in sorted(reasons.items()):
                 r.add_row(status, op, reason, str(n))
     console.print(r)
+    hours = (summary.get("hours") or {}).get("total") or {}
+    if any(hours.values()):
+        console.print("media kept: " + ", ".join(f"{k} {v:.3f} h" for k, v in sorted(hours.items())))
     ok = "[green]balanced[/green]" if summary["balanced"] else "[red]NOT BALANCED[/red]"
     derived = f" + derived {counts['derived']}" if counts.get("derived") else ""
     split = f" + split {counts['split']}" if counts.get("split") else ""
