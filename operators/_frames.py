@@ -1,0 +1,412 @@
+"""Sampled video frames, decoded by seeking, shared by the video operators of one worker.
+
+"Decode once": ``video_frames`` (thumbnails) and ``video_quality`` (motion, black frames) both ask
+for frames at the same sample times (``plan_times`` with the same defaults), so the second asks this
+per-process LRU cache and decodes nothing. Ray Data fuses consecutive row-local stages into one task,
+so both operators run in the same worker process, one after the other, on the same block.
+
+``sample_frames(media, times, max_side)`` seeks to the keyframe before each target time (or decodes
+forward when the target is close), decodes forward to the frame nearest the target, and keeps that
+frame (RGB and luma, scaled to fit ``max_side``) plus the luma of its pair frame, the first frame
+at least ``PAIR_GAP_S`` (0.1 s) later (for motion). A 2-hour video costs a few GOPs per sample, never the whole file.
+
+The cache is keyed by (uri, member, offset, rounded times, pair gap); an entry decoded at a larger ``max_side``
+(or at native size) serves any smaller request by downscaling. It holds at most
+``NMM_FRAME_CACHE_MB`` (default 256) MiB per process and evicts least recently used entries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+from collections import Counter, OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from operators.base import FATAL_ERRORS, SkipSample
+from operators.media_io import MediaMissing, MediaUnavailable, open_media, uri_of
+from schemas.enums import ReasonCode
+
+__all__ = [
+    "STATS",
+    "FrameSample",
+    "clear_cache",
+    "dump_meta",
+    "fit_size",
+    "load_meta",
+    "luma",
+    "open_av",
+    "plan_times",
+    "sample_frames",
+    "video_items",
+]
+
+log = logging.getLogger(__name__)
+
+#: counters for tests and benchmarks: frames decoded, seeks, cache hits and misses (this process)
+STATS: Counter[str] = Counter()
+
+#: never seek for a target closer than this to the last decoded frame (decoding forward is cheaper)
+MIN_SEEK_GAP_S = 1.0
+#: a sample's pair frame (for motion) is the first frame at least this much later: motion is then
+#: measured over the same time span whatever the frame rate (and compression noise does not scale with it)
+PAIR_GAP_S = 0.1
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def video_items(row: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+    """(index, media) of the row's readable video items."""
+    return [(i, m) for i, m in enumerate(row.get("media") or []) if m.get("modality") == "video" and not m.get("error")]
+
+
+def load_meta(row: dict[str, Any]) -> dict[str, Any]:
+    """The row's ``meta`` JSON as a dict (a non-object value is kept under "meta")."""
+    meta = row.get("meta")
+    if isinstance(meta, dict):
+        return dict(meta)
+    try:
+        value = json.loads(meta) if meta else {}
+    except ValueError:
+        value = {"meta": meta}
+    return value if isinstance(value, dict) else {"meta": value}
+
+
+def dump_meta(meta: dict[str, Any]) -> str | None:
+    return json.dumps(meta, sort_keys=True, ensure_ascii=False, default=str) if meta else None
+
+
+def plan_times(
+    duration: float, *, num: int | None = 8, every_s: float | None = None, max_frames: int = 64
+) -> list[float]:
+    """Sample times in seconds: ``num`` evenly spaced (centres of ``num`` equal parts), or one every
+    ``every_s`` seconds (centres of ``every_s``-long windows); at most ``max_frames``, spread over the
+    whole video when that caps them."""
+    if duration <= 0:
+        return [0.0]
+    if every_s:
+        wanted = max(1, math.floor(duration / every_s + 1e-9))
+        n = min(max_frames, wanted)
+        # capped (or a video shorter than every_s): spread the frames over the whole video
+        step = every_s if n == wanted and wanted * every_s <= duration + 1e-9 else duration / n
+    else:
+        n = max(1, min(max_frames, num or 1))
+        step = duration / n
+    return [round((j + 0.5) * step, 6) for j in range(n)]
+
+
+def fit_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
+    """(w, h) scaled to fit ``max_side`` (never upscaled), each side at least 1."""
+    if not max_side or max(width, height) <= max_side:
+        return width, height
+    scale = max_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def luma(rgb: np.ndarray) -> np.ndarray:
+    """BT.601 luma (0..255, uint8) of an (..., 3) RGB uint8 array."""
+    return np.clip(np.rint(rgb.astype(np.float32) @ _LUMA), 0, 255).astype(np.uint8)
+
+
+@contextlib.contextmanager
+def open_av(media: dict[str, Any], **kwargs: Any) -> Iterator[Any]:
+    """An open PyAV input container for a media reference; broken inputs raise SkipSample
+    (missing_file, unreadable, corrupt_media) so the row is quarantined with a reason."""
+    import av
+
+    try:
+        f = open_media(media)
+    except MediaUnavailable as e:
+        missing = isinstance(e, MediaMissing) or isinstance(e.__cause__, FileNotFoundError)
+        raise SkipSample(ReasonCode.MISSING_FILE if missing else ReasonCode.UNREADABLE, str(e)) from e
+    with f:
+        try:
+            container = av.open(f, mode="r", metadata_errors="ignore", **kwargs)
+        except FATAL_ERRORS:
+            raise
+        except Exception as e:  # noqa: BLE001 - a file FFmpeg cannot open is not usable media
+            raise SkipSample(ReasonCode.CORRUPT_MEDIA, f"{uri_of(media)}: {type(e).__name__}: {e}") from e
+        with container:
+            yield container
+
+
+def video_stream(container: Any, media: dict[str, Any]) -> Any:
+    if not container.streams.video:
+        raise SkipSample(ReasonCode.CORRUPT_MEDIA, f"{uri_of(media)}: no video stream")
+    return container.streams.video[0]
+
+
+def stream_origin(vs: Any) -> float:
+    """Presentation time (s) of the stream's start: sample times are relative to it."""
+    if vs.start_time is not None and vs.time_base:
+        return float(vs.start_time * vs.time_base)
+    return 0.0
+
+
+def stream_fps(vs: Any) -> float | None:
+    rate = vs.average_rate or vs.guessed_rate or vs.base_rate
+    return float(rate) if rate else None
+
+
+def stream_duration(container: Any, vs: Any) -> float | None:
+    if vs.duration and vs.time_base:
+        return float(vs.duration * vs.time_base)
+    if container.duration:
+        return container.duration / 1_000_000
+    return None
+
+
+# ----------------------------------------------------------------------------- the sample
+
+
+@dataclass
+class FrameSample:
+    """Frames at sample times: RGB and luma, plus the luma of each one's pair frame (for motion)."""
+
+    times: np.ndarray  # (n,) actual times (s from the stream start) of the frames taken
+    rgb: np.ndarray  # (n, h, w, 3) uint8
+    luma: np.ndarray  # (n, h, w) uint8
+    next_luma: np.ndarray  # (n, h, w) uint8 luma of each pair frame; zeros where there is none
+    next_dt: np.ndarray  # (n,) seconds from each frame to its pair frame; nan where there is none
+    max_side: int | None  # the bound they were decoded at (None: native size)
+    native: bool  # True when the frames were not downscaled: they serve any larger max_side too
+    source_size: tuple[int, int]  # (width, height) of the video
+
+    @property
+    def nbytes(self) -> int:
+        return self.rgb.nbytes + self.luma.nbytes + self.next_luma.nbytes
+
+    def serves(self, max_side: int | None) -> bool:
+        if self.native:
+            return True
+        return max_side is not None and self.max_side is not None and self.max_side >= max_side
+
+    def _resize(self, arrays: np.ndarray, max_side: int | None) -> np.ndarray:
+        from PIL import Image
+
+        h, w = arrays.shape[1:3]
+        size = fit_size(w, h, max_side)
+        if size == (w, h):
+            return arrays
+        return np.stack([np.asarray(Image.fromarray(a).resize(size, Image.Resampling.BILINEAR)) for a in arrays])
+
+    def rgb_at(self, max_side: int | None) -> np.ndarray:
+        return self._resize(self.rgb, max_side)
+
+    def luma_at(self, max_side: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """(luma, next_luma) scaled to fit ``max_side`` the same way (so equal frames stay equal)."""
+        return self._resize(self.luma, max_side), self._resize(self.next_luma, max_side)
+
+
+class _LRU:
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.items: OrderedDict[tuple, FrameSample] = OrderedDict()
+        self.bytes = 0
+
+    def get(self, key: tuple, max_side: int | None) -> FrameSample | None:
+        entry = self.items.get(key)
+        if entry is None or not entry.serves(max_side):
+            return None
+        self.items.move_to_end(key)
+        return entry
+
+    def put(self, key: tuple, entry: FrameSample) -> None:
+        old = self.items.pop(key, None)
+        if old is not None:
+            self.bytes -= old.nbytes
+        if entry.nbytes > self.max_bytes:
+            return
+        self.items[key] = entry
+        self.bytes += entry.nbytes
+        while self.bytes > self.max_bytes and self.items:
+            _, gone = self.items.popitem(last=False)
+            self.bytes -= gone.nbytes
+
+    def clear(self) -> None:
+        self.items.clear()
+        self.bytes = 0
+
+
+_CACHE = _LRU(int(float(os.environ.get("NMM_FRAME_CACHE_MB", "256")) * 1024 * 1024))
+
+
+def clear_cache() -> None:
+    _CACHE.clear()
+
+
+def _key(media: dict[str, Any], times: list[float]) -> tuple:
+    return (media.get("uri"), media.get("member"), media.get("offset"), tuple(round(t, 3) for t in times))
+
+
+# ----------------------------------------------------------------------------- decoding by seeking
+
+
+class _Cursor:
+    """Decoded frames of one stream with a one-frame push-back, counting what it decodes."""
+
+    def __init__(self, container: Any, vs: Any, origin: float, frame_dt: float) -> None:
+        self.container, self.vs, self.origin, self.frame_dt = container, vs, origin, frame_dt
+        self._it: Iterator[Any] | None = None
+        self._back: tuple[float, Any] | None = None
+        self.last_t = -math.inf
+
+    @property
+    def started(self) -> bool:
+        return self._it is not None
+
+    def seek(self, t: float) -> None:
+        offset = int(math.floor((self.origin + max(0.0, t)) / float(self.vs.time_base)))
+        self.container.seek(offset, stream=self.vs, backward=True, any_frame=False)
+        STATS["seeks"] += 1
+        self._it = self.container.decode(self.vs)
+        self._back = None
+
+    def start(self) -> None:
+        self._it = self.container.decode(self.vs)
+
+    def next(self) -> tuple[float, Any] | None:
+        if self._back is not None:
+            item, self._back = self._back, None
+            return item
+        assert self._it is not None
+        frame = next(self._it, None)
+        if frame is None:
+            return None
+        STATS["decoded"] += 1
+        t = frame.time - self.origin if frame.time is not None else self.last_t + self.frame_dt
+        self.last_t = t
+        return t, frame
+
+    def push_back(self, item: tuple[float, Any]) -> None:
+        self._back = item
+
+
+def _decode_at(
+    container: Any, vs: Any, times: list[float], size: tuple[int, int], pair_gap_s: float
+) -> tuple[list, list, list, list]:
+    """For each (sorted) target time: (time, rgb) of the nearest frame and (dt, rgb) of its pair frame."""
+    fps = stream_fps(vs) or 25.0
+    frame_dt = 1.0 / fps
+    cur = _Cursor(container, vs, stream_origin(vs), frame_dt)
+    gap = MIN_SEEK_GAP_S  # grows to the longest keyframe-to-target distance seen (about a GOP)
+    pos = -math.inf
+    w, h = size
+    taken_t, taken, next_dt, nexts = [], [], [], []
+    for target in times:
+        seeked = False
+        if not cur.started:
+            if target > gap:
+                cur.seek(target)
+                seeked = True
+            else:
+                cur.start()
+        elif target - pos > gap or target < pos - frame_dt / 2:
+            cur.seek(target)
+            seeked = True
+        chosen = last = None
+        first = True
+        while (item := cur.next()) is not None:
+            if seeked and first:
+                gap = max(gap, target - item[0])
+                first = False
+            if item[0] >= target - frame_dt / 2:
+                chosen = item
+                break
+            last = item
+        if chosen is None:  # past the end: the last frame there is
+            chosen = last
+            if chosen is None:
+                raise SkipSample(ReasonCode.CORRUPT_MEDIA, f"no decodable frame near {target:.3f}s")
+        # the pair frame for motion: the first one at least pair_gap_s after the chosen frame
+        after = cur.next()
+        while after is not None and after[0] < chosen[0] + pair_gap_s - frame_dt / 2:
+            after = cur.next()
+        if after is not None:
+            cur.push_back(after)
+            pos = after[0]
+        else:
+            pos = chosen[0]
+        taken_t.append(chosen[0])
+        taken.append(chosen[1].to_ndarray(width=w, height=h, format="rgb24"))
+        if after is not None and after[0] > chosen[0]:
+            next_dt.append(after[0] - chosen[0])
+            nexts.append(after[1].to_ndarray(width=w, height=h, format="rgb24"))
+        else:
+            next_dt.append(math.nan)
+            nexts.append(None)
+    return taken_t, taken, next_dt, nexts
+
+
+def sample_frames(
+    media: dict[str, Any],
+    times: list[float],
+    *,
+    max_side: int | None,
+    pair_gap_s: float = PAIR_GAP_S,
+    threads: str = "AUTO",
+) -> FrameSample:
+    """Frames of ``media`` nearest ``times`` (seconds from the start), scaled to fit ``max_side``,
+    each with the luma of its pair frame: the first frame at least ``pair_gap_s`` later.
+
+    Served from the per-process cache when an entry for the same times and gap was decoded at least
+    as large; otherwise decoded by seeking. Raises SkipSample for missing or corrupt media.
+    """
+    key = (*_key(media, times), round(pair_gap_s, 4))
+    hit = _CACHE.get(key, max_side)
+    if hit is not None:
+        STATS["hits"] += 1
+        return hit
+    STATS["misses"] += 1
+    order = sorted(range(len(times)), key=lambda i: times[i])
+    with open_av(media) as container:
+        vs = video_stream(container, media)
+        ctx = vs.codec_context
+        ctx.thread_type = threads
+        if not ctx.width or not ctx.height:
+            raise SkipSample(ReasonCode.CORRUPT_MEDIA, f"{uri_of(media)}: video stream has no frame size")
+        size = fit_size(ctx.width, ctx.height, max_side)
+        try:
+            t_, rgb_, dt_, next_ = _decode_at(container, vs, [times[i] for i in order], size, pair_gap_s)
+        except (SkipSample, *FATAL_ERRORS):
+            raise
+        except Exception as e:  # noqa: BLE001 - a decoder error means the bytes are not usable
+            raise SkipSample(ReasonCode.CORRUPT_MEDIA, f"{uri_of(media)}: {type(e).__name__}: {e}") from e
+    n = len(times)
+    rgb = np.zeros((n, size[1], size[0], 3), np.uint8)
+    nxt = np.zeros((n, size[1], size[0]), np.uint8)
+    t_out = np.zeros(n)
+    dt_out = np.full(n, math.nan)
+    for k, i in enumerate(order):
+        rgb[i], t_out[i], dt_out[i] = rgb_[k], t_[k], dt_[k]
+        if next_[k] is not None:
+            nxt[i] = luma(next_[k])
+    sample = FrameSample(
+        times=t_out,
+        rgb=rgb,
+        luma=luma(rgb),
+        next_luma=nxt,
+        next_dt=dt_out,
+        max_side=max_side,
+        native=size == (ctx.width, ctx.height),
+        source_size=(ctx.width, ctx.height),
+    )
+    _CACHE.put(key, sample)
+    return sample
+
+
+def duration_of(media: dict[str, Any]) -> float:
+    """The video's duration: the probed ``duration_s``, else read from the container header."""
+    if media.get("duration_s"):
+        return float(media["duration_s"])
+    with open_av(media) as container:
+        vs = video_stream(container, media)
+        d = stream_duration(container, vs)
+    if not d:
+        raise SkipSample(ReasonCode.CORRUPT_MEDIA, f"{uri_of(media)}: unknown duration")
+    return d
