@@ -159,18 +159,23 @@ def schema(
 @app.command()
 def demo(
     output: Annotated[Path, typer.Option("--output", "-o", help="output folder: data/ and the run")] = Path("demo_out"),
+    kind: Annotated[str, typer.Option(help="mixed (every modality), video (shots, clips, motion) or audio (loudness, VAD)")] = "mixed",
     address: Annotated[str | None, typer.Option(help="Ray cluster address (default: local Ray)")] = None,
     progress: Annotated[bool, typer.Option(help="show Ray Data progress bars")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Make a small mixed corpus (with planted duplicates and corrupt files) and curate it."""
     _setup_logging(verbose)
-    from curate.demo import run_demo
+    from curate.demo import KINDS, run_demo
     from curate.report import print_summary
 
-    summary = run_demo(output, address=address, progress=progress)
+    if kind not in KINDS:
+        err.print(f"[red]error:[/red] --kind must be one of {', '.join(sorted(KINDS))}")
+        raise typer.Exit(2)
+    summary = run_demo(output, kind=kind, address=address, progress=progress)
     print_summary(summary, console)
-    console.print(f"demo corpus in {output}/data; curated table in {output}/run/samples; summary {output}/run/summary.json")
+    _, _, data, run_dir = KINDS[kind]
+    console.print(f"demo corpus in {output}/{data}; curated table in {output}/{run_dir}/samples; summary {output}/{run_dir}/summary.json")
     if not summary["balanced"]:
         raise typer.Exit(3)
 
@@ -204,6 +209,66 @@ def mix(
         raise typer.Exit(1) from None
     print_report(report, console)
     console.print(f"wrote {report['shards']} shards, {output}/report.json")
+
+
+@app.command()
+def stats(
+    path: Annotated[Path, typer.Argument(help="a shard folder (`curate mix` output) or a curated table (`curate run` output)")],
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON document instead of tables")] = False,
+    sample_shards: Annotated[int, typer.Option(help="shards (or Parquet files) read for per-sample distributions and thumbnails")] = 8,
+    thumbs: Annotated[int, typer.Option(help="thumbnails per group in the HTML report")] = 4,
+    seed: Annotated[int, typer.Option(help="seed of the shard sample")] = 0,
+    plots: Annotated[bool, typer.Option(help="write PNG plots and report.html")] = True,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="folder for plots and report.html (default PATH/stats)")] = None,
+    max_rows: Annotated[int, typer.Option(help="shards listed in the per-shard table (the ones with most drift)")] = 30,
+) -> None:
+    """What the trainer will see against what was asked: per group, per shard, by layout/modality/source; plots and an HTML report."""
+    from mixtures.stats import print_tables, run_stats
+
+    try:
+        doc = run_stats(path, sample_shards=sample_shards, seed=seed, thumbs=thumbs, plots=plots, output=output)
+    except FileNotFoundError as e:
+        err.print(f"[red]error:[/red] {e}", highlight=False)
+        raise typer.Exit(1) from None
+    if as_json:
+        sys.stdout.write(json.dumps(doc, indent=1, sort_keys=True, default=str) + "\n")
+        return
+    print_tables(doc, console, max_rows=max_rows)
+    if plots:
+        console.print(f"wrote {len(doc['plots'])} plots and {doc['html']}")
+
+
+@app.command()
+def loaders(
+    shards: Annotated[Path, typer.Argument(help="a shard folder (`curate mix` output)")],
+    hf: Annotated[bool, typer.Option(help="write README.md: a Hugging Face dataset card with one config per shard set")] = True,
+    energon: Annotated[bool | None, typer.Option(help="run `energon prepare` and write energon.yaml (default: when megatron-energon is installed)")] = None,
+    num_workers: Annotated[int, typer.Option(help="energon prepare indexing workers")] = 1,
+) -> None:
+    """Loader configs next to the shards: a Hugging Face dataset card, Energon metadata (prepare + metadataset)."""
+    from mixtures.energon import energon_available, export_energon
+    from mixtures.hf import write_hf_card
+
+    if not (shards / "report.json").is_file():
+        err.print(f"[red]error:[/red] {shards}: no report.json (not a `curate mix` output)", highlight=False)
+        raise typer.Exit(1)
+    if hf:
+        console.print(f"wrote {write_hf_card(shards)}  (load_dataset(\"{shards}\"[, GROUP]))")
+    if energon is None:
+        energon = energon_available()
+        if not energon:
+            console.print("megatron-energon is not installed (pip install 'nmm-curate[loaders]'): skipped Energon")
+    if energon:
+        if not energon_available():
+            err.print("[red]error:[/red] megatron-energon is not installed (pip install 'nmm-curate[loaders]')")
+            raise typer.Exit(1)
+        try:
+            out = export_energon(shards, num_workers=num_workers)
+        except RuntimeError as e:
+            err.print(f"[red]error:[/red] {e}", highlight=False)
+            raise typer.Exit(1) from None
+        console.print(f"energon prepare: {len(out['prepared'])} datasets; wrote {', '.join(out['metadatasets'])}")
+        console.print("load with megatron.energon.get_train_dataset(..., task_encoder=mixtures.energon_task.NmmTaskEncoder())")
 
 
 def main() -> None:  # pragma: no cover

@@ -46,3 +46,17 @@ def test_demo_accounts_for_every_planted_input(ray_local, tmp_path):
     flagged = [m for d in docs.values() for m in d["media"] if m["error"]]
     assert len(flagged) == totals["missing_media"] and flagged[0]["error"].startswith("missing_file")
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["counts"] == counts
+
+
+def test_demo_kinds_run_their_example_pipelines(ray_local, tmp_path):
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+
+    r = CliRunner().invoke(app, ["demo", "--kind", "audio", "-o", str(tmp_path), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads((tmp_path / "audio_run" / "summary.json").read_text())
+    assert summary["balanced"] and summary["counts"]["derived"] > 0
+    assert summary["hours"]["total"]["audio"] > 0
+    bad = CliRunner().invoke(app, ["demo", "--kind", "nope", "-o", str(tmp_path)])
+    assert bad.exit_code == 2 and "--kind must be one of audio, mixed, video" in bad.output
