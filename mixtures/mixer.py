@@ -80,9 +80,10 @@ def _jobs(shards: list[list[Slot]], folder: Path, plan: Plan, pool: Pool, stage:
     return jobs
 
 
-def _keys(order: list[Slot], plan: Plan, pool: Pool) -> dict[Slot, str]:
-    """The id on first use, ``<id>_<n>`` on the n-th repeat: unique across the stage's shards."""
-    uses: Counter[str] = Counter()
+def _keys(order: list[Slot], plan: Plan, pool: Pool, uses: Counter[str] | None = None) -> dict[Slot, str]:
+    """The id on first use, ``<id>_<n>`` on the n-th repeat: unique across the stage's shards.
+    ``uses`` is shared by the groups of a per-group mix, so a row two groups draw gets two keys."""
+    uses = Counter() if uses is None else uses
     keys = {}
     for slot in order:
         sid = pool.ids[plan.streams[slot[0]].items[slot[1]]]
@@ -135,9 +136,10 @@ def mix_stage(cfg: MixtureConfig, stage_name: str, input_path: str | Path, outpu
         groups = {leaf: interleave(plan, cost, leaf=leaf) for leaf in plan.targets}
     jobs: list[dict] = []
     layout: dict[str, list[str]] = {}
+    uses: Counter[str] = Counter()
     for leaf, order in groups.items():
         folder = out / leaf.replace("/", "__") if leaf else out
-        keys = _keys(order, plan, pool)
+        keys = _keys(order, plan, pool, uses)
         leaf_jobs = _jobs(_cut(order, plan, pool, stage), folder, plan, pool, stage, keys)
         layout[leaf] = [j["path"] for j in leaf_jobs]
         jobs += leaf_jobs
@@ -180,7 +182,25 @@ def mix_stage(cfg: MixtureConfig, stage_name: str, input_path: str | Path, outpu
         index_path = (out if not leaf else folder) / f"{stage.shards.split}.wids.json"
         _atomic_json(index_path, _wids(folder, name, stats, index_path.parent))
         if leaf:
-            blend.append({"group": leaf, "path": leaf.replace("/", "__"), "weight": plan.allocated.get(leaf, 0.0)})
+            samples = sum(s["samples"] for s in stats)
+            blend.append({"group": leaf, "path": leaf.replace("/", "__"), "samples": samples, "amount": plan.allocated.get(leaf, 0.0)})
+    total_samples = sum(b["samples"] for b in blend)
+    for b in blend:  # a sampling probability: what a loader mixing the group folders draws
+        b["weight"] = b["samples"] / total_samples if total_samples else 0.0
+    if blend:  # wids index over all groups, with each group's weight
+        _atomic_json(
+            out / f"{stage.shards.split}.wids.json",
+            {
+                "__kind__": "wids-shard-index-v1",
+                "wids_version": 1,
+                "name": stage.name,
+                "shardlist": [
+                    {"url": os.path.relpath(p, out), "nsamples": stats_by_path[p]["samples"], "weight": b["weight"], "group": b["group"]}
+                    for b in blend
+                    for p in layout[b["group"]]
+                ],
+            },
+        )
     all_stats = [stats_by_path[j["path"]] for j in jobs]
     report = build_report(cfg, stage, plan, pool, all_stats, blend=blend)
     _atomic_json(out / "report.json", report)

@@ -56,9 +56,12 @@ def build_report(cfg: MixtureConfig, stage: StageMix, plan: Plan, pool: Pool, st
             "excluded_zero_cost": plan.excluded_zero_cost.get(leaf, 0),
         }
     shares_by_phase = phase_shares(plan)
+    premixed = stage.shards.mode == "premixed"
+    # per-group shards hold one group each: drift against the whole mix means nothing there
     shard_drift = [
         {"shard": s["shard"], "max_abs_drift": round(drift(s["by_group"], s.get("by_phase", {}), shares_by_phase, unit), 6)}
         for s in stats
+        if premixed
     ]
     skipped = [x for s in stats for x in s.get("skipped", [])]
     return {
@@ -69,14 +72,17 @@ def build_report(cfg: MixtureConfig, stage: StageMix, plan: Plan, pool: Pool, st
         "budget": stage.budget,
         "mode": stage.shards.mode,
         "tolerance": stage.tolerance,
-        "phases": [{"start": a, "end": b, "shares": plan.shares[k]} for k, (a, b) in enumerate(plan.phases)],
+        "phases": [
+            {"start": a, "end": b, "shares": plan.shares[k], "planned_shares": shares_by_phase[k]}
+            for k, (a, b) in enumerate(plan.phases)
+        ],
         "totals": {k: sum(g["achieved"][k] for g in groups.values()) for k in COST_KEYS},
         "groups": groups,
         "shortfalls": plan.shortfalls,
         "shards": len(stats),
         "shard_drift": shard_drift,
         "max_shard_drift": max((d["max_abs_drift"] for d in shard_drift), default=0.0),
-        "within_tolerance": all(d["max_abs_drift"] <= stage.tolerance for d in shard_drift),
+        "within_tolerance": all(d["max_abs_drift"] <= stage.tolerance for d in shard_drift) if premixed else None,
         "prefix_drift": prefix_drift(stats, shares_by_phase, unit) if stage.shards.mode == "premixed" else [],
         "skipped": skipped,
         "blend": blend,
@@ -109,5 +115,8 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
         )
     if report["skipped"]:
         console.print(f"[yellow]{len(report['skipped'])} samples skipped[/yellow]: media unreadable at mix time")
-    ok = "[green]within[/green]" if report["within_tolerance"] else "[red]outside[/red]"
-    console.print(f"{report['shards']} shards; max per-shard drift {report['max_shard_drift']:.4f} ({ok} tolerance {report['tolerance']})")
+    if report["within_tolerance"] is None:
+        console.print(f"{report['shards']} shards, one folder per group (blend weights in report.json and {report['stage']} loaders)")
+    else:
+        ok = "[green]within[/green]" if report["within_tolerance"] else "[red]outside[/red]"
+        console.print(f"{report['shards']} shards; max per-shard drift {report['max_shard_drift']:.4f} ({ok} tolerance {report['tolerance']})")

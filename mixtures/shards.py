@@ -95,6 +95,7 @@ def write_shard(job: ShardJob) -> dict[str, Any]:
     stats: dict[str, Any] = {
         "shard": path.name, "stage": job["stage"], "unit": job["unit"], "samples": 0, "skipped": [],
         "by_group": {}, "by_phase": {}, "by_layout": defaultdict(int), "by_modality": defaultdict(int), "by_source": defaultdict(int),
+        "by_member": defaultdict(int),
     }  # fmt: skip
     writer = wds.TarWriter(buf, encoder=False, mtime=0.0, user="nmm", group="nmm")
     for s, row in zip(job["samples"], rows, strict=True):
@@ -116,6 +117,9 @@ def write_shard(job: ShardJob) -> dict[str, Any]:
         if text:
             sample["txt"] = text.encode()
         writer.write(sample)
+        for suffix in sample:
+            if suffix != "__key__":
+                stats["by_member"][suffix] += 1
         g = stats["by_group"].setdefault(s["group"], defaultdict(float))
         for unit, value in s["cost"].items():
             g[unit] += value

@@ -101,12 +101,15 @@ class _Dist:
                 self.scores[k].append(float(v))
 
     def wants_thumb(self, group: str) -> bool:
-        return len(self.thumbs[group]) < self.max_thumbs
+        return len(self.thumbs.get(group, ())) < self.max_thumbs
 
-    def add_thumb(self, group: str, data: bytes, kind: str, caption: str, key: str) -> None:
+    def add_thumb(self, group: str, data: bytes, kind: str, caption: str, key: str, sample_id: str | None = None) -> None:
+        """A thumbnail for the group, once per sample id (a repeat shows the same picture)."""
+        if any(t["id"] == (sample_id or key) for t in self.thumbs.get(group, ())):
+            return
         uri = _thumbnail(data, kind)
         if uri:
-            self.thumbs[group].append({"src": uri, "caption": caption, "key": key, "kind": kind})
+            self.thumbs[group].append({"src": uri, "caption": caption, "key": key, "kind": kind, "id": sample_id or key})
 
     def summary(self) -> dict[str, Any]:
         by_mod_px: dict[str, list[float]] = defaultdict(list)
@@ -127,7 +130,7 @@ class _Dist:
             "tokens": {"all": _describe([t for _, t in self.tokens]), **{g: _describe(v) for g, v in sorted(by_group_tok.items())}},
             "text_tokens": _describe(self.text_tokens),
             "scores": {k: _describe(v) for k, v in sorted(self.scores.items())},
-            "thumbnails": {g: len(v) for g, v in sorted(self.thumbs.items())},
+            "thumbnails": {g: len(v) for g, v in sorted(self.thumbs.items()) if v},
         }
 
 
@@ -239,7 +242,7 @@ def _read_shard_samples(root: Path, stats_files: list[Path], dist: _Dist) -> lis
                     kind = _media_kind(suffix)
                     if data is not None and kind in ("image", "video"):
                         caption = (parts.get("txt") or b"").decode("utf-8", "replace")
-                        dist.add_thumb(group, data, kind, caption[:90], key)
+                        dist.add_thumb(group, data, kind, caption[:90], key, rec.get("id"))
                         break
     return read
 
@@ -256,6 +259,21 @@ def collect(path: str | Path, *, sample_shards: int = 8, seed: int = 0, thumbs: 
     return _collect_curated(root, sample_files=sample_shards, seed=seed, thumbs=thumbs)
 
 
+def _planned_phase_shares(report: dict[str, Any] | None) -> tuple[list[dict[str, float]], bool]:
+    """Planned share of every group in each schedule phase (after caps and redistribution), which
+    is what the mixer measures drift against; and whether it is exact. Older reports carry only
+    the phases' target shares: exact for a one-phase stage (the groups' planned shares), else the
+    targets stand in."""
+    if not report or not report.get("phases"):
+        return [], False
+    phases = report["phases"]
+    if all("planned_shares" in p for p in phases):
+        return [p["planned_shares"] for p in phases], True
+    if len(phases) == 1:
+        return [{g: r.get("planned_share", 0.0) for g, r in report.get("groups", {}).items()}], True
+    return [p["shares"] for p in phases], False
+
+
 def _collect_shards(root: Path, *, sample_shards: int, seed: int, thumbs: int) -> tuple[dict[str, Any], _Dist]:
     from mixtures.mixer import achieved_by_group, drift, expected_shares, prefix_drift
 
@@ -266,8 +284,9 @@ def _collect_shards(root: Path, *, sample_shards: int, seed: int, thumbs: int) -
     stats = [json.loads(f.read_text()) for f in files]
     unit = report["unit"] if report else stats[0].get("unit", "samples")
     mode = (report or {}).get("mode") or ("per_group" if any(f.parent != root for f in files) else "premixed")
-    phases = [p["shares"] for p in (report or {}).get("phases", [])]
+    phases, phases_exact = _planned_phase_shares(report)
     mixed = mode == "premixed" and bool(phases)
+    report_drift = {d["shard"]: d["max_abs_drift"] for d in (report or {}).get("shard_drift", [])}
 
     achieved = achieved_by_group(stats)
     totals = {k: sum(a.get(k, 0.0) for a in achieved.values()) for k in COST_KEYS}
@@ -305,7 +324,8 @@ def _collect_shards(root: Path, *, sample_shards: int, seed: int, thumbs: int) -
         }
         if mixed:
             row["expected"] = expected_shares(s.get("by_phase", {}), phases)
-            row["drift"] = round(drift(s["by_group"], s.get("by_phase", {}), phases, unit), 6)
+            name = Path(rel).name
+            row["drift"] = report_drift[name] if name in report_drift else round(drift(s["by_group"], s.get("by_phase", {}), phases, unit), 6)
         shard_rows.append(row)
 
     by: dict[str, Counter[str]] = {k: Counter() for k in ("by_layout", "by_modality", "by_source")}
@@ -344,7 +364,8 @@ def _collect_shards(root: Path, *, sample_shards: int, seed: int, thumbs: int) -
         "phases": (report or {}).get("phases", []),
         "shards": shard_rows,
         "max_shard_drift": max((r["drift"] for r in shard_rows if "drift" in r), default=None),
-        "prefix_drift": prefix_drift(stats, phases, unit) if mixed else [],
+        "prefix_drift": ((report or {}).get("prefix_drift") or prefix_drift(stats, phases, unit)) if mixed else [],
+        "expected_shares_exact": phases_exact if mixed else None,
         **{k: dict(sorted(v.items())) for k, v in by.items()},
         "consistent_with_report": consistent,
         "sampled_shards": read,
@@ -393,7 +414,7 @@ def _collect_curated(root: Path, *, sample_files: int, seed: int, thumbs: int, m
                     except OSError:
                         continue
                     text = row.get("caption") or row.get("text") or row.get("transcript") or ""
-                    dist.add_thumb(group, data, m["modality"], text[:90], row["id"])
+                    dist.add_thumb(group, data, m["modality"], text[:90], row["id"], row["id"])
                     break
     doc = {
         "kind": "curated",
@@ -420,6 +441,11 @@ def _num(v: float | None) -> str:
     if v is None:
         return "-"
     return f"{v:,.0f}" if abs(v) >= 100 or float(v).is_integer() else f"{v:,.2f}"
+
+
+def _units_present(doc: dict[str, Any]) -> list[str]:
+    """Units with a non-zero total (plus the stage unit), in COST_KEYS order."""
+    return [k for k in COST_KEYS if doc["totals"].get(k) or k == doc["unit"]]
 
 
 def print_tables(doc: dict[str, Any], console=None, *, max_rows: int = 30) -> None:
@@ -454,13 +480,14 @@ def print_tables(doc: dict[str, Any], console=None, *, max_rows: int = 30) -> No
         )  # fmt: skip
     console.print(t)
 
+    keys = _units_present(doc)
     u = Table(title="achieved in every unit: amount (share %)", title_justify="left")
     u.add_column("group", overflow="fold")
-    for k in COST_KEYS:
-        u.add_column(k, justify="right")
+    for k in keys:
+        u.add_column(k.replace("_tokens", " tok"), justify="right")
     for g, r in doc["groups"].items():
-        u.add_row(g, *(f"{_num(r['achieved'][k])} ({_pct(r['shares'][k])})" for k in COST_KEYS))
-    u.add_row("[bold]total[/bold]", *(_num(doc["totals"][k]) for k in COST_KEYS))
+        u.add_row(g, *(f"{_num(r['achieved'][k])} ({_pct(r['shares'][k])})" for k in keys))
+    u.add_row("[bold]total[/bold]", *(_num(doc["totals"][k]) for k in keys))
     console.print(u)
 
     rows = doc["shards"]
@@ -556,11 +583,13 @@ def _dist_plots(dist: _Dist, out: Path) -> dict[str, Path]:
     ax1, ax2 = fig.subplots(1, 2)
     kinds = sorted({k for k, _, _ in dist.resolution})
     if kinds:
+        mpx = []
         for k in kinds:
             ws = [w for m, w, _ in dist.resolution if m == k]
             hs = [h for m, _, h in dist.resolution if m == k]
             ax1.scatter(ws, hs, s=12, alpha=0.6, label=k)
-            ax2.hist([w * h / 1e6 for w, h in zip(ws, hs, strict=True)], bins=20, alpha=0.6, label=k)
+            mpx.append([w * h / 1e6 for w, h in zip(ws, hs, strict=True)])
+        ax2.hist(mpx, bins=20, stacked=True, label=kinds)
         ax1.set_xlabel("width (px)")
         ax1.set_ylabel("height (px)")
         ax1.legend(fontsize=8)
@@ -639,7 +668,7 @@ def _shard_plots(doc: dict[str, Any], out: Path) -> dict[str, Path]:
 
     fig = _fig(8, 3.2)
     ax = fig.subplots()
-    units = list(COST_KEYS)
+    units = _units_present(doc)[::-1]
     left = np.zeros(len(units))
     for g in names:
         vals = np.array([100 * doc["groups"][g]["shares"][u] for u in units])
@@ -663,7 +692,8 @@ def _shard_plots(doc: dict[str, Any], out: Path) -> dict[str, Path]:
             ax1.axhspan(-100 * tol, 100 * tol, color="green", alpha=0.1, label="tolerance")
         ax1.axhline(0, color="black", lw=0.6)
         ax1.set_ylabel("achieved - planned (pts)")
-        ax1.set_title(f"ratio drift per shard ({unit}; planned shares of each shard's schedule phases)")
+        basis = "planned" if doc.get("expected_shares_exact") else "target (report has no planned per-phase shares)"
+        ax1.set_title(f"ratio drift per shard, in {unit}: achieved - {basis} share", fontsize=10)
         ax1.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
         ax2.plot(xs, [100 * p["max_abs_drift"] for p in doc["prefix_drift"]], color="black", marker=".")
         if tol:
@@ -743,9 +773,10 @@ def write_html(doc: dict[str, Any], dist: _Dist, plots: dict[str, Path], path: P
                          "-" if r["max_repeat_factor"] is None else f"{r['max_repeat_factor']:.2f}"])  # fmt: skip
         parts.append(_table(["group", "target %", "planned %", "achieved %", "Δ pts", unit, "samples", "max repeat"], rows))
         parts.append("<h2>achieved in every unit: amount (share %)</h2>")
-        rows = [[_e(g)] + [f"{_num(r['achieved'][k])} ({_pct(r['shares'][k])})" for k in COST_KEYS] for g, r in doc["groups"].items()]
-        rows.append(["<b>total</b>"] + [_num(doc["totals"][k]) for k in COST_KEYS])
-        parts.append(_table(["group", *COST_KEYS], rows))
+        keys = _units_present(doc)
+        rows = [[_e(g)] + [f"{_num(r['achieved'][k])} ({_pct(r['shares'][k])})" for k in keys] for g, r in doc["groups"].items()]
+        rows.append(["<b>total</b>"] + [_num(doc["totals"][k]) for k in keys])
+        parts.append(_table(["group", *keys], rows))
         if doc["blend"]:
             parts.append("<h2>per-group shards and their blend</h2>")
             parts.append(_table(["group", "folder", f"planned {unit}", "samples"],
@@ -792,11 +823,13 @@ def write_html(doc: dict[str, Any], dist: _Dist, plots: dict[str, Path], path: P
     parts.append(_table(["value", "n", "min", "p10", "median", "p90", "max"], rows))
     parts.append("<h2>thumbnails per group</h2>")
     for g, items in sorted(dist.thumbs.items()):
+        if not items:
+            continue
         parts.append(f"<h3>{_e(g)}</h3><div class='thumbs'>")
         for t in items:
             parts.append(f"<div class='thumb'><img alt='{_e(t['key'])}' src='{t['src']}'>{_e(t['kind'])}: {_e(t['caption'])}</div>")
         parts.append("</div>")
-    missing = sorted(set(d["by_group"]) - set(dist.thumbs))
+    missing = sorted(set(d["by_group"]) - {g for g, v in dist.thumbs.items() if v})
     if missing:
         parts.append(f"<p class='note'>no image or video in the sample for: {_e(', '.join(missing))}</p>")
     parts.append("</body></html>")
