@@ -175,6 +175,7 @@ def test_selection_is_stable_when_a_source_is_added(ray_local, curated, tmp_path
     a = mix_stage(load(tmp_path, mix), "samples", curated, tmp_path / "a")
     stage["groups"][1]["where"]["source"] = ["small", "gen"]
     b = mix_stage(load(tmp_path, mix), "samples", curated, tmp_path / "b")
+    assert b["groups"]["caption"]["achieved"]["samples"] == 150
 
     def ids(folder: Path, group: str) -> set[str]:
         out = set()
@@ -192,7 +193,8 @@ def test_shards_are_valid_webdataset(ray_local, curated, tmp_path):
     rep = mix_stage(load(tmp_path), "samples", curated, tmp_path / "s")
     keys = []
     for t in sorted((tmp_path / "s").glob("train-*.tar")):
-        names = tarfile.open(t).getnames()
+        with tarfile.open(t) as tar:
+            names = tar.getnames()
         # members of a sample are adjacent, one per extension, no dot in the key
         seen, last = set(), None
         for n in names:
