@@ -271,6 +271,35 @@ def loaders(
         console.print("load with megatron.energon.get_train_dataset(..., task_encoder=mixtures.energon_task.NmmTaskEncoder())")
 
 
+@app.command("dedup-report")
+def dedup_report(
+    run_dir: Annotated[Path, typer.Argument(help="a finished run's output folder (the --output of `curate run`)")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="HTML file (default: RUN_DIR/dedup_report.html)")] = None,
+    max_groups: Annotated[int, typer.Option(help="largest groups shown per dedup stage")] = 12,
+    thumbnails: Annotated[bool, typer.Option(help="embed thumbnails (images, video frames, audio spectrograms)")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="print the numbers as JSON")] = False,
+) -> None:
+    """Report what deduplication merged: group sizes, example groups with thumbnails, thresholds."""
+    from curate.dedup_report import write_dedup_report
+
+    if not (run_dir / "summary.json").exists():
+        err.print(f"[red]error:[/red] {run_dir} holds no finished run (no summary.json)", highlight=False)
+        raise typer.Exit(1)
+    out_html = output or run_dir / "dedup_report.html"
+    stats = write_dedup_report(run_dir, out_html, max_groups=max_groups, thumbnails=thumbnails)
+    if as_json:
+        console.print_json(json.dumps(stats))
+        return
+    t = Table(title="deduplication", title_justify="left", show_edge=False)
+    for c in ("stage", "duplicates", "groups", "largest group", "thresholds"):
+        t.add_column(c)
+    for name, s in stats["operators"].items():
+        largest = max((int(k) for k in s["group_sizes"]), default=0)
+        t.add_row(name, str(s["duplicates"]), str(s["groups"]), str(largest), ", ".join(f"{k}={v}" for k, v in s["thresholds"].items()))
+    console.print(t)
+    console.print(f"wrote {out_html}")
+
+
 def main() -> None:  # pragma: no cover
     app(prog_name="curate")
 

@@ -6,6 +6,14 @@ reduce: every partition -> ``op.decide`` -> ``_decisions/p<k>.parquet`` (with ea
 apply:  every file -> ``op.apply`` with the decisions for its rows (``ApplyFn``, run inside the
         segment's Ray Data pipeline together with the row-local stages that follow)
 
+Optional steps (see ``GlobalOperator``): ``fit`` runs first, as one Ray task on a sample of rows
+spread evenly over the files (k-means centroids), and the fitted operator runs the rest; with
+``combine``, every partition's ``decide`` output is written to ``_partials/p<k>.parquet`` and one
+Ray task concatenates them and calls ``op.combine`` (connected components over near-duplicate
+edges), writing ``_decisions/combined.parquet``.
+
+``_key`` is a string (hashed with crc32) or an integer (mixed with splitmix64, vectorised).
+
 Each step is a Ray task per file or partition; a ``_SUCCESS`` marker makes a finished
 decision step skip on rerun. Full records never leave their file, so the cost is that of
 shuffling a few dozen bytes per row (Ray Data's own hash shuffle moved whole nested records and
@@ -20,6 +28,7 @@ import shutil
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
@@ -32,9 +41,21 @@ __all__ = ["ApplyFn", "decide_globally"]
 
 log = logging.getLogger(__name__)
 ROWS_PER_PARTITION = 1_000_000
+#: operators with ``combine`` (near-duplicate LSH) emit several key rows per row and verify pairs
+#: in ``decide``: they get more, smaller partitions so the reduce step uses every core
+ROWS_PER_EDGE_PARTITION = 50_000
 
 
-def _partition_of(keys: pa.Array, partitions: int) -> list[int]:
+def _partition_of(keys: pa.Array, partitions: int) -> list[int] | np.ndarray:
+    if pa.types.is_integer(keys.type):
+        x = pc.fill_null(keys, 0).to_numpy(zero_copy_only=False).astype(np.int64).view(np.uint64)
+        with np.errstate(over="ignore"):  # splitmix64's finaliser: deterministic in every process
+            x = x ^ (x >> np.uint64(30))
+            x = x * np.uint64(0xBF58476D1CE4E5B9)
+            x = x ^ (x >> np.uint64(27))
+            x = x * np.uint64(0x94D049BB133111EB)
+            x = x ^ (x >> np.uint64(31))
+        return (x % np.uint64(partitions)).astype(np.int32)
     return [zlib.crc32(k.encode()) % partitions for k in keys.to_pylist()]
 
 
@@ -54,6 +75,10 @@ def _summarize_file(op: GlobalOperator, path: str, partitions: int, keys_dir: st
 def _decide_partition(op: GlobalOperator, part_dir: str, out_path: str) -> int:
     files = sorted(Path(part_dir).glob("*.parquet"))
     summary = pa.concat_tables([pq.read_table(f) for f in files])
+    if op.has_combine():  # partial results; ``combine`` names each decided id's file
+        partial = op.decide(summary)
+        write_atomic(partial, Path(out_path))
+        return partial.num_rows
     decisions = op.decide(summary.drop_columns(["_file"]))
     if decisions.num_rows:
         decisions = decisions.join(summary.select(["id", "_file"]), "id", join_type="left outer")
@@ -63,27 +88,75 @@ def _decide_partition(op: GlobalOperator, part_dir: str, out_path: str) -> int:
     return decisions.num_rows
 
 
+def _sample_rows(files: list[str], total: int, want: int) -> pa.Table:
+    """About ``want`` rows spread evenly over ``files``: evenly spaced rows of evenly spaced files,
+    reading no more files than needed to hold about twice ``want`` rows (at least 8)."""
+    per_file = max(1, total // max(1, len(files)))
+    n_files = min(len(files), max(8, math.ceil(2 * want / per_file)))
+    files = [files[i] for i in np.unique(np.linspace(0, len(files) - 1, n_files).round().astype(np.int64))]
+    total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    frac = min(1.0, want / max(1, total))
+    parts = []
+    for f in files:
+        table = pq.read_table(f)
+        n = table.num_rows
+        k = min(n, math.ceil(n * frac))
+        if k:
+            parts.append(table.take(pa.array(np.unique(np.linspace(0, n - 1, k).round().astype(np.int64)))))
+    return pa.concat_tables(parts) if parts else pa.table({})
+
+
+def _fit(op: GlobalOperator, files: list[str], total: int) -> GlobalOperator:
+    op.fit(_sample_rows(files, total, op.fit_rows()), total)
+    return op
+
+
+def _combine(op: GlobalOperator, partial_dir: str, out_path: str) -> int:
+    files = sorted(Path(partial_dir).glob("*.parquet"))
+    partials = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+    decisions = op.combine(partials)
+    if "_file" not in decisions.column_names:
+        raise ValueError(f"{op.stage}: combine() must return a `_file` column with each id's file")
+    write_atomic(decisions, Path(out_path))
+    return decisions.num_rows
+
+
 def decide_globally(op: GlobalOperator, files: list[Path], out: Path, cpus: int) -> Path:
-    """Run the map and reduce steps; returns the decisions folder (reused when complete)."""
+    """Run the map and reduce steps (and the optional fit and combine steps); returns the
+    decisions folder (reused when complete)."""
     import ray
 
     decisions_dir = out / "_decisions"
     if (decisions_dir / "_SUCCESS").exists():
         return decisions_dir
     keys_dir = out / "_keys"
-    shutil.rmtree(keys_dir, ignore_errors=True)
-    shutil.rmtree(decisions_dir, ignore_errors=True)
+    partial_dir = out / "_partials"
+    for d in (keys_dir, partial_dir, decisions_dir):
+        shutil.rmtree(d, ignore_errors=True)
     rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-    partitions = max(1, min(4 * max(1, cpus), math.ceil(rows / ROWS_PER_PARTITION)))
+    combining = op.has_combine()
+    per_partition = ROWS_PER_EDGE_PARTITION if combining else ROWS_PER_PARTITION
+    partitions = max(1, min(4 * max(1, cpus), math.ceil(rows / per_partition)))
+    if op.fit_rows() > 0 and files:
+        op = ray.get(ray.remote(num_cpus=1)(_fit).remote(op, [str(f) for f in files], rows))
     op_ref = ray.put(op)
     summarize = ray.remote(num_cpus=1)(_summarize_file)
     ray.get([summarize.remote(op_ref, str(f), partitions, str(keys_dir)) for f in files])
     decide = ray.remote(num_cpus=1)(_decide_partition)
     parts = sorted(p for p in keys_dir.glob("p*") if p.is_dir())
-    counts = ray.get([decide.remote(op_ref, str(p), str(decisions_dir / f"{p.name}.parquet")) for p in parts])
+    target = partial_dir if combining else decisions_dir
+    counts = ray.get([decide.remote(op_ref, str(p), str(target / f"{p.name}.parquet")) for p in parts])
+    if combining:
+        decided = 0
+        if parts:
+            combine = ray.remote(num_cpus=1)(_combine)
+            decided = ray.get(combine.remote(op_ref, str(partial_dir), str(decisions_dir / "combined.parquet")))
+        log.info("%s: %d partial rows from %d partitions -> %d decisions", op.stage, sum(counts), len(parts), decided)
+        counts = [decided]
     decisions_dir.mkdir(parents=True, exist_ok=True)
     (decisions_dir / "_SUCCESS").write_text(f"{sum(counts)}\n")
     shutil.rmtree(keys_dir, ignore_errors=True)
+    shutil.rmtree(partial_dir, ignore_errors=True)
     log.info("%s: %d rows, %d partitions, %d decisions", op.stage, rows, partitions, sum(counts))
     return decisions_dir
 

@@ -307,9 +307,37 @@ class GlobalOperator(Operator):
        of decisions, one row per ``id`` whose record must change.
     3. ``apply(table, decisions)`` on every file with the decisions for its ids.
     Rows are never removed: a decision changes a status, it does not delete.
+
+    Two optional hooks (an operator that defines neither runs exactly as above):
+
+    - ``combine(partials)``: for decisions that need every partition's result at once (the
+      connected components of near-duplicate edges found in different partitions). When an
+      operator overrides it, ``decide`` receives its summary WITH the ``_file`` column (the file
+      each id lives in) and returns partial results in any shape; after every partition is
+      decided the engine concatenates them, calls ``combine`` once, and ``combine`` returns the
+      decisions, one row per changed ``id``, each with its ``_file``.
+    - ``fit(sample, total_rows)``: for operators that need a global model before the map step
+      (k-means centroids for semantic dedup). When ``fit_rows()`` is above 0, the engine first
+      passes about that many rows, sampled evenly over the files, to ``fit``; the fitted operator
+      then runs the map-reduce.
     """
 
     kind: ClassVar[str] = "global"
+
+    @classmethod
+    def has_combine(cls) -> bool:
+        """Whether this operator defines the optional ``combine`` step."""
+        return cls.combine is not GlobalOperator.combine
+
+    def combine(self, partials: pa.Table) -> pa.Table:  # pragma: no cover - optional hook
+        raise NotImplementedError
+
+    def fit_rows(self) -> int:
+        """Rows the optional ``fit`` step wants to see (0: no fit step)."""
+        return 0
+
+    def fit(self, sample: pa.Table, total_rows: int) -> None:  # pragma: no cover - optional hook
+        raise NotImplementedError
 
     def summarize(self, table: pa.Table) -> pa.Table:  # pragma: no cover - abstract
         raise NotImplementedError

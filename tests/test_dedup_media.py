@@ -1,0 +1,120 @@
+"""Near-duplicate video and audio dedup on tiny real media."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from curate.synth import make_audio
+from curate.synth_variants import make_music, make_scene_video, transcode_audio, transcode_video
+from operators.dedup_audio import AudioDedup, decode_mono, landmarks, offset_votes
+from operators.dedup_video import VideoDedup, video_frame_hashes
+from operators.near_dup import resolve_in_process
+from schemas.record import from_table, new_media, new_record, to_table
+
+
+def resolve(op, rows):
+    return {r["locator"]: r for r in from_table(resolve_in_process(op, to_table(rows)))}
+
+
+def media_row(path: Path, modality: str, seq: int) -> dict:
+    return new_record(
+        source="s", locator=path.name, id=path.stem, layout=modality, media=[new_media(modality, str(path))], seq=seq
+    )
+
+
+# ----------------------------------------------------------------------------- video
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("clips")
+    for s in range(2):
+        orig = make_scene_video(d / f"v{s}.mp4", seed=s, seconds=4)
+        transcode_video(orig, d / f"v{s}_reencoded.mp4", crf=38)
+        transcode_video(orig, d / f"v{s}_resized.mp4", width=96, height=72)
+        transcode_video(orig, d / f"v{s}_trimmed.mp4", trim_start_s=1.0)
+    make_scene_video(d / "w_stranger.mp4", seed=9, seconds=4)
+    transcode_video(d / "v0.mp4", d / "x_short_cut.mp4", max_seconds=1.5)  # 1.5 s of v0: too short a part of it
+    return d
+
+
+def test_video_sampling_seeks_to_fixed_instants(clips):
+    hashes, times, duration = video_frame_hashes({"uri": str(clips / "v0.mp4")}, step_s=1.0, max_frames=32)
+    assert times.tolist() == [0.0, 1.0, 2.0, 3.0] and duration == pytest.approx(4.0)
+    _, times, _ = video_frame_hashes({"uri": str(clips / "v0.mp4")}, step_s=0.5, max_frames=4)
+    assert times.tolist() == [0.0, 1.0, 2.0, 3.0]  # at most max_frames, spread over the length
+    assert len(set(hashes.tolist())) == 4
+
+
+def test_video_copies_are_duplicates_of_the_original(clips):
+    rows = [media_row(clips / n, "video", i) for i, n in enumerate(sorted(p.name for p in clips.glob("*.mp4")))]
+    out = resolve(VideoDedup(), rows)
+    for s in range(2):
+        assert out[f"v{s}.mp4"]["status"] == "kept"
+        assert out[f"v{s}.mp4"]["scores"]["video_dup_group_size"] == 4.0
+        for kind in ("reencoded", "resized", "trimmed"):
+            r = out[f"v{s}_{kind}.mp4"]
+            assert (r["status"], r["status_reason"], r["duplicate_of"]) == ("duplicate", "near_duplicate", f"v{s}")
+            assert r["status_detail"].startswith(f"near-duplicate of v{s}.mp4: matched frames 1.000")
+    assert out["w_stranger.mp4"]["status"] == "kept"
+    assert out["x_short_cut.mp4"]["status"] == "kept"  # duration ratio 1.5 / 4 < min_duration_ratio 0.5
+    loose = resolve(VideoDedup({"min_duration_ratio": 0.3}), rows)
+    assert loose["x_short_cut.mp4"]["duplicate_of"] == "v0"
+
+
+# ----------------------------------------------------------------------------- audio
+
+
+@pytest.fixture(scope="module")
+def recordings(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("audio")
+    for s in range(2):
+        orig = make_music(d / f"m{s}.flac", seed=s, seconds=6)
+        transcode_audio(orig, d / f"m{s}_mp3.mp3", bit_rate=48000)
+        transcode_audio(orig, d / f"m{s}_resampled.flac", sample_rate=16000)
+        transcode_audio(orig, d / f"m{s}_aac.m4a", sample_rate=11025, bit_rate=32000)
+    make_music(d / "n_other_song.flac", seed=7, seconds=6)
+    make_audio(d / "o_speech.wav", seconds=5, kind="speechlike", seed=3)
+    make_audio(d / "p_noise.wav", seconds=5, kind="noise", seed=4)
+    return d
+
+
+def test_audio_landmarks_survive_resampling_and_vote_for_one_offset(recordings):
+    x = decode_mono({"uri": str(recordings / "m0.flac")}, 300)
+    y = decode_mono({"uri": str(recordings / "m0_resampled.flac")}, 300)
+    assert len(x) == pytest.approx(6 * 8000, abs=400)
+    hx, tx = landmarks(x)
+    hy, ty = landmarks(y)
+    votes, shift = offset_votes(hx, tx, hy, ty)
+    assert votes > 0.5 * len(hx) and shift == 0
+    # a copy that starts ~2 s later votes for that offset
+    late = landmarks(np.concatenate([np.zeros(64 * 256, np.float32), x]))  # 64 hops of 32 ms
+    votes, shift = offset_votes(hx, tx, *late)
+    assert votes > 0.5 * len(hx) and shift == 64
+
+
+def test_audio_reencodes_are_duplicates_and_other_audio_is_not(recordings):
+    names = sorted(p.name for p in recordings.iterdir())
+    rows = [media_row(recordings / n, "audio", i) for i, n in enumerate(names)]
+    op = AudioDedup()
+    out = resolve(op, rows)
+    for s in range(2):
+        assert out[f"m{s}.flac"]["status"] == "kept" and out[f"m{s}.flac"]["scores"]["audio_dup_group_size"] == 4.0
+        for kind in ("mp3.mp3", "resampled.flac", "aac.m4a"):
+            r = out[f"m{s}_{kind}"]
+            assert (r["status"], r["duplicate_of"]) == ("duplicate", f"m{s}"), r["status_detail"]
+            assert "landmarks agree at offset" in r["status_detail"]
+    for n in ("n_other_song.flac", "o_speech.wav", "p_noise.wav"):
+        assert out[n]["status"] == "kept"
+    assert op.stats["candidate_pairs"] < len(rows) * (len(rows) - 1) // 2
+
+
+def test_audio_that_cannot_be_decoded_is_quarantined(recordings, tmp_path):
+    bad = tmp_path / "bad.mp3"
+    bad.write_bytes(b"ID3 nothing here")
+    out = resolve(AudioDedup(), [media_row(recordings / "m0.flac", "audio", 0), media_row(bad, "audio", 1)])
+    assert (out["bad.mp3"]["status"], out["bad.mp3"]["status_reason"]) == ("quarantined", "corrupt_media")
+    assert out["m0.flac"]["status"] == "kept"
