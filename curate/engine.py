@@ -29,7 +29,7 @@ from curate.ingest import IngestFn
 from curate.outputs import finalize
 from curate.runtime import ray_session
 from curate.sinks import UnitSink
-from operators.base import GlobalOperator, Operator, Reader
+from operators.base import BatchOperator, FusedOperators, GlobalOperator, Operator, Reader
 from operators.registry import get_operator, get_reader
 
 __all__ = ["Engine", "RunError", "plan_fingerprint"]
@@ -192,12 +192,22 @@ class Engine:
         return self.work / f"seg-{seg.index}"
 
     def _apply_stages(self, ds, seg: Segment):
+        """One ``map_batches`` per run of stateless operators with the same resources (fused: one
+        Arrow conversion for the run), one actor pool per stateful or GPU operator."""
+        runs: list[tuple[list[Operator], Any, bool]] = []  # (operators, resources, fusable)
         for op, res in seg.stages:
+            fusable = isinstance(op, BatchOperator) and not (op.stateful or res.num_gpus)
+            if fusable and runs and runs[-1][2] and runs[-1][1] == res:
+                runs[-1][0].append(op)
+            else:
+                runs.append(([op], res, fusable))
+        for ops, res, _ in runs:
             kwargs: dict[str, Any] = {"batch_size": None, "batch_format": "pyarrow", "num_cpus": res.num_cpus}
             if res.num_gpus:
                 kwargs["num_gpus"] = res.num_gpus
             if res.memory_mb:
                 kwargs["memory"] = res.memory_mb * 1024 * 1024
+            op = ops[0]
             if op.stateful or res.num_gpus:
                 ds = ds.map_batches(
                     _StatefulOp,
@@ -214,7 +224,7 @@ class Engine:
             else:
                 if res.concurrency:
                     kwargs["concurrency"] = res.concurrency
-                ds = ds.map_batches(op, **kwargs)
+                ds = ds.map_batches(FusedOperators(ops) if len(ops) > 1 else op, **kwargs)
         return ds
 
     def _run_segment(self, seg: Segment, *, force: bool, info: dict) -> bool:

@@ -24,6 +24,7 @@ from schemas.record import from_table, new_record, to_table
 
 __all__ = [
     "FATAL_ERRORS",
+    "FusedOperators",
     "GlobalOperator",
     "BatchOperator",
     "EmptyParams",
@@ -131,14 +132,17 @@ class BatchOperator(Operator):
         mark(row, Status.QUARANTINED, self.stage, str(reason), detail)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        rows = from_table(batch)
+        return to_table(self.run_rows(from_table(batch)))
+
+    def run_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The operator on record dicts (the engine chains several without converting to Arrow)."""
         live = [r for r in rows if r["status"] == Status.KEPT.value]
         for r in live:
             r["lineage"] = [*(r.get("lineage") or []), self.stage]
         size = self.batch_size or self.default_batch_size
         for start in range(0, len(live), size):
             self._run_chunk(live[start : start + size])
-        return to_table(rows)
+        return rows
 
     def _run_chunk(self, chunk: list[dict[str, Any]]) -> None:
         try:
@@ -203,8 +207,7 @@ class ExpandOperator(BatchOperator):
     def expand(self, row: dict[str, Any]) -> list[dict[str, Any]] | None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        rows = from_table(batch)
+    def run_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         children: list[dict[str, Any]] = []
         for row in rows:
             if row["status"] != Status.KEPT.value:
@@ -233,7 +236,21 @@ class ExpandOperator(BatchOperator):
                 child["parent_id"] = row["id"]
                 child["unit"], child["seq"] = row.get("unit"), row.get("seq")
             children.extend(parts)
-        return to_table(rows + children)
+        return rows + children
+
+
+class FusedOperators:
+    """Consecutive row-local operators run as one callable: Arrow -> records once, every
+    operator in order on the records, records -> Arrow once (what ``map_batches`` calls)."""
+
+    def __init__(self, ops: list[BatchOperator]) -> None:
+        self.ops = ops
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = from_table(batch)
+        for op in self.ops:
+            rows = op.run_rows(rows)
+        return to_table(rows)
 
 
 class Unit(dict):
