@@ -84,6 +84,14 @@ class GroupSpec(_Strict):
     amount: float | None = Field(None, ge=0, description="absolute amount in the stage unit (taken before weights)")
     temperature: float | None = Field(None, gt=0, description="source weights inside this group ∝ size^(1/T); 1 = proportional")
     max_repeat: float | None = Field(None, gt=0, description="per-source cap in epochs inside this group")
+    text_first: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="share of samples whose text goes before their media in the training sequence (Transfusion: "
+        "0.8, caption before image); drawn per sample by a hash of (seed, key), written as `text_first` in the "
+        "sample JSON; inherited by child groups",
+    )
     groups: list[GroupSpec] = Field(default_factory=list)
 
     @field_validator("buckets", "tasks", mode="before")

@@ -22,7 +22,7 @@ from typing import Any
 from mixtures.config import MixtureConfig, StageMix
 from mixtures.interleave import Slot, interleave
 from mixtures.planner import MixError, Plan, plan_stage
-from mixtures.pool import COST_KEYS, Pool, load_pool
+from mixtures.pool import COST_KEYS, Pool, leaves_of, load_pool, order_key
 from mixtures.shards import write_shard
 
 __all__ = ["MixError", "mix_stage"]
@@ -58,8 +58,19 @@ def _cut(order: list[Slot], plan: Plan, pool: Pool, stage: StageMix) -> list[lis
     return [s for s in shards if s]
 
 
-def _jobs(shards: list[list[Slot]], folder: Path, plan: Plan, pool: Pool, stage: StageMix, keys: dict) -> list[dict]:
+def _text_first(stage: StageMix) -> dict[str, float]:
+    """Leaf path -> its (inherited) ``text_first`` share, for leaves that set one."""
+    out = {}
+    for leaf in leaves_of(stage.groups):
+        p = next((g.text_first for g in reversed(leaf.specs) if g.text_first is not None), None)
+        if p is not None:
+            out[leaf.path] = p
+    return out
+
+
+def _jobs(shards: list[list[Slot]], folder: Path, plan: Plan, pool: Pool, stage: StageMix, keys: dict, seed: int) -> list[dict]:
     jobs = []
+    text_first = _text_first(stage)
     for n, slots in enumerate(shards):
         samples = []
         for si, ii in slots:
@@ -76,6 +87,8 @@ def _jobs(shards: list[list[Slot]], folder: Path, plan: Plan, pool: Pool, stage:
                     "cost": {k: float(pool.costs[k][row]) for k in COST_KEYS},
                 }
             )
+            if st.leaf in text_first:  # a pure function of (seed, key): reruns and resumes agree
+                samples[-1]["text_first"] = order_key(keys[(si, ii)], seed, -1) < text_first[st.leaf] * 2**64
         jobs.append({"path": str(folder / f"{stage.shards.split}-{n:06d}.tar"), "samples": samples, "stage": stage.name, "unit": stage.unit})
     return jobs
 
@@ -140,7 +153,7 @@ def mix_stage(cfg: MixtureConfig, stage_name: str, input_path: str | Path, outpu
     for leaf, order in groups.items():
         folder = out / leaf.replace("/", "__") if leaf else out
         keys = _keys(order, plan, pool, uses)
-        leaf_jobs = _jobs(_cut(order, plan, pool, stage), folder, plan, pool, stage, keys)
+        leaf_jobs = _jobs(_cut(order, plan, pool, stage), folder, plan, pool, stage, keys, cfg.seed)
         layout[leaf] = [j["path"] for j in leaf_jobs]
         jobs += leaf_jobs
     todo = []

@@ -33,7 +33,7 @@ _RECORD_FIELDS = (
     "interaction", "scores", "parent_id",
 )  # fmt: skip
 
-ShardJob = dict[str, Any]  # {"path", "samples": [{"file", "row", "key", "group", "repeat", "cost"}], "stage", "unit"}
+ShardJob = dict[str, Any]  # {"path", "samples": [{"file", "row", "key", "group", "repeat", "cost", "text_first"?}], "stage", "unit"}
 
 
 def check_key(key: str) -> str:
@@ -95,7 +95,7 @@ def write_shard(job: ShardJob) -> dict[str, Any]:
     stats: dict[str, Any] = {
         "shard": path.name, "stage": job["stage"], "unit": job["unit"], "samples": 0, "skipped": [],
         "by_group": {}, "by_phase": {}, "by_layout": defaultdict(int), "by_modality": defaultdict(int), "by_source": defaultdict(int),
-        "by_member": defaultdict(int),
+        "by_member": defaultdict(int), "text_first": defaultdict(int),
     }  # fmt: skip
     writer = wds.TarWriter(buf, encoder=False, mtime=0.0, user="nmm", group="nmm")
     for s, row in zip(job["samples"], rows, strict=True):
@@ -112,6 +112,9 @@ def write_shard(job: ShardJob) -> dict[str, Any]:
             continue
         record = {k: row.get(k) for k in _RECORD_FIELDS if row.get(k) not in (None, [], {})}
         record.update(key=key, stage=job["stage"], group=s["group"], repeat=s["repeat"], cost=s["cost"], media=media_meta)
+        if "text_first" in s:
+            record["text_first"] = s["text_first"]
+            stats["text_first"][s["group"]] += int(s["text_first"])
         sample["json"] = json.dumps(record, sort_keys=True, ensure_ascii=False, default=str).encode()
         text = _primary_text(row)
         if text:

@@ -269,3 +269,17 @@ def test_image_tokens_follow_the_resize_rule():
     assert image_tokens(4000, 3000, est) <= est.max_pixels // (14 * 14 * 4)
     assert image_tokens(32, 24, est) * 14 * 14 * 4 >= est.min_pixels
     assert image_tokens(640, 480, ImageEstimator(fixed_tokens=256)) == 256
+
+
+def test_text_first_share_is_drawn_per_sample_and_stable(ray_local, curated, tmp_path):
+    mix = json.loads(json.dumps(MIX))
+    mix["stages"][0]["groups"][0]["text_first"] = 0.8  # Transfusion: caption before image 80% of the time
+    rep = mix_stage(load(tmp_path, mix), "samples", curated, tmp_path / "a")
+    assert abs(rep["groups"]["caption"]["text_first_share"] - 0.8) < 0.05
+    assert "text_first_share" not in rep["groups"]["t2i"]
+    samples = list(wds.WebDataset(sorted(str(t) for t in (tmp_path / "a").glob("*.tar")), shardshuffle=False).decode())
+    flags = [s["json"]["text_first"] for s in samples if s["json"]["group"] == "caption"]
+    assert len(flags) == 500 and sum(flags) == round(rep["groups"]["caption"]["text_first_share"] * 500)
+    assert all("text_first" not in s["json"] for s in samples if s["json"]["group"] != "caption")
+    again = mix_stage(load(tmp_path, mix), "samples", curated, tmp_path / "b")
+    assert again["groups"]["caption"]["text_first_share"] == rep["groups"]["caption"]["text_first_share"]
