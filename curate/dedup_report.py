@@ -46,7 +46,7 @@ def _thumbnail(row: dict[str, Any]) -> str | None:
     """A small base64 JPEG of the row's first image, video frame or audio spectrogram."""
     from PIL import Image
 
-    from operators.media_io import open_media
+    from operators.media_io import open_image, open_media
 
     media = next((m for m in row.get("media") or [] if m and m.get("uri") and not m.get("error")), None)
     if media is None:
@@ -54,7 +54,7 @@ def _thumbnail(row: dict[str, Any]) -> str | None:
     try:
         kind = media.get("modality")
         if kind == "image":
-            with open_media(media) as f, Image.open(f) as im:
+            with open_media(media) as f, open_image(f) as im:
                 im.draft("RGB", (_THUMB * 2, _THUMB * 2))
                 img = im.convert("RGB")
         elif kind == "video":

@@ -22,7 +22,7 @@ from schemas.record import from_table
 
 __all__ = ["ShardJob", "check_key", "media_members", "write_shard"]
 
-_EXT = {"jpeg": "jpg", "jpg": "jpg", "png": "png", "webp": "webp", "gif": "gif", "bmp": "bmp", "tiff": "tiff",
+_EXT = {"jpeg": "jpg", "jpg": "jpg", "png": "png", "webp": "webp", "gif": "gif", "bmp": "bmp", "tiff": "tiff", "svg": "svg",
         "mp4": "mp4", "mov": "mov", "webm": "webm", "matroska": "mkv", "mkv": "mkv", "avi": "avi",
         "wav": "wav", "flac": "flac", "mp3": "mp3", "ogg": "ogg", "m4a": "m4a", "opus": "opus"}  # fmt: skip
 _PREFIX = {"image": "img", "video": "vid", "audio": "aud"}

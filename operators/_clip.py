@@ -44,7 +44,7 @@ import numpy as np
 from pydantic import Field
 
 from operators.base import BatchOperator, OperatorError, Params
-from operators.media_io import MediaMissing, MediaUnavailable, open_media, uri_of
+from operators.media_io import MediaMissing, MediaUnavailable, open_image, open_media, uri_of
 from schemas.enums import Layout, ReasonCode
 
 __all__ = [
@@ -501,9 +501,9 @@ def load_clip(spec: ClipSpec, *, device: str = "auto", precision: str = "auto", 
 
 def decode_image(media: dict[str, Any], min_side: int) -> Any:
     """Decode an image to RGB at the smallest cheap scale whose short side is >= ``min_side``."""
-    from PIL import Image, ImageOps
+    from PIL import ImageOps
 
-    with open_media(media) as f, Image.open(f) as im:
+    with open_media(media) as f, open_image(f) as im:
         if im.format == "JPEG":
             im.draft("RGB", (min_side, min_side))
         im.load()

@@ -34,7 +34,7 @@ import pyarrow as pa
 from pydantic import Field, model_validator
 
 from operators.base import FATAL_ERRORS
-from operators.media_io import open_media
+from operators.media_io import open_image, open_media
 from operators.near_dup import NearDupOperator, NearDupParams, Signatures, first_media, media_error, mix64, popcount64
 from operators.registry import register_operator
 from schemas.record import from_table
@@ -76,7 +76,7 @@ def image_hashes(img) -> tuple[np.uint64, np.uint64]:
 def _load(media: dict[str, Any]):
     from PIL import Image, ImageOps
 
-    with open_media(media) as f, Image.open(f) as im:
+    with open_media(media) as f, open_image(f) as im:
         if im.format == "JPEG":
             im.draft("RGB", (_DECODE, _DECODE))
         im.load()

@@ -26,7 +26,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from operators.base import FATAL_ERRORS, Params, RowOperator, SkipSample
-from operators.media_io import MediaMissing, MediaUnavailable, open_media, uri_of
+from operators.media_io import MediaMissing, MediaUnavailable, open_image, open_media, uri_of
 from operators.registry import register_operator
 from schemas.enums import ReasonCode
 
@@ -89,7 +89,7 @@ def gray_thumbnail(media: dict[str, Any], max_side: int) -> tuple[np.ndarray, tu
         missing = isinstance(e, MediaMissing) or isinstance(e.__cause__, FileNotFoundError)
         raise SkipSample(ReasonCode.MISSING_FILE if missing else ReasonCode.UNREADABLE, str(e)) from e
     try:
-        with f, Image.open(f) as im:
+        with f, open_image(f) as im:
             width, height = im.size
             orientation = im.getexif().get(0x0112, 1)
             scale = max(width, height) / max_side

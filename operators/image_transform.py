@@ -34,7 +34,7 @@ from pydantic import Field, model_validator
 
 from operators._frames import dump_meta, load_meta
 from operators.base import FATAL_ERRORS, OperatorError, Params, RowOperator, SkipSample
-from operators.media_io import MediaMissing, MediaUnavailable, open_media, uri_of
+from operators.media_io import MediaMissing, MediaUnavailable, open_image, open_media, uri_of
 from operators.registry import register_operator
 from schemas.enums import ReasonCode
 
@@ -165,7 +165,7 @@ class ImageTransform(RowOperator):
         path = Path(self.artifacts_dir) / (row["id"] or "noid")[:2] / f"{row['id']}_m{index}.{_EXT[p.format]}"  # type: ignore[arg-type]
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            with f, Image.open(f) as im:
+            with f, open_image(f) as im:
                 fmt = (im.format or "").lower()
                 orientation = im.getexif().get(0x0112, 1)
                 w0, h0 = im.size

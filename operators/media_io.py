@@ -5,11 +5,19 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 from typing import IO, Any
 
-__all__ = ["MediaMissing", "MediaUnavailable", "open_media", "read_media_bytes", "sha256_media", "uri_of"]
+__all__ = [
+    "MediaMissing", "MediaUnavailable", "is_svg", "open_image", "open_media", "read_media_bytes", "sha256_media", "uri_of",
+]  # fmt: skip
 
 _CHUNK = 1 << 20
+SVG_MAX_SIDE = 4096  # an SVG is rasterised at its own size, longest side capped here
+_SVG_TAG = re.compile(rb"<svg\b[^>]*>", re.IGNORECASE | re.DOTALL)
+# the root element is <svg>: after a BOM, XML declaration, comments, processing instructions, a doctype
+_SVG_ROOT = re.compile(rb"^(?:\xef\xbb\xbf)?(?:\s+|<\?.*?\?>|<!--.*?-->|<!DOCTYPE[^>\[]*(?:\[.*?\])?\s*>)*<svg\b", re.IGNORECASE | re.DOTALL)
+_UNIT_PX = {b"": 1.0, b"px": 1.0, b"pt": 4 / 3, b"pc": 16.0, b"in": 96.0, b"cm": 96 / 2.54, b"mm": 96 / 25.4, b"em": 16.0, b"ex": 8.0}
 
 
 class MediaUnavailable(OSError):
@@ -106,3 +114,87 @@ def sha256_media(media: dict[str, Any]) -> tuple[str, int]:
             h.update(chunk)
             size += len(chunk)
     return h.hexdigest(), size
+
+
+def is_svg(head: bytes) -> bool:
+    """An SVG document, by its first bytes: the root element is <svg>."""
+    return _SVG_ROOT.match(head) is not None
+
+
+def _svg_length(tag: bytes, name: bytes) -> float | None:
+    m = re.search(rb"\s" + name + rb"\s*=\s*[\"']\s*([0-9.]+)\s*([a-z]*)\s*[\"']", tag, re.IGNORECASE)
+    if not m or m.group(2).lower() not in _UNIT_PX:
+        return None  # absent, or a percentage: the viewBox decides
+    try:
+        return float(m.group(1)) * _UNIT_PX[m.group(2).lower()]
+    except ValueError:
+        return None
+
+
+def svg_size(data: bytes) -> tuple[float, float] | None:
+    """Intrinsic size in px of an SVG (width/height attributes, else the viewBox), if it states one."""
+    m = _SVG_TAG.search(data[:8192])
+    if not m:
+        return None
+    tag = m.group(0)
+    w, h = _svg_length(tag, b"width"), _svg_length(tag, b"height")
+    box = re.search(rb"viewBox\s*=\s*[\"']([^\"']+)[\"']", tag, re.IGNORECASE)
+    if box and (w is None or h is None):
+        try:
+            _, _, bw, bh = (float(x) for x in box.group(1).replace(b",", b" ").split())
+        except ValueError:
+            bw = bh = 0.0
+        if bw > 0 and bh > 0:
+            if w is None and h is None:
+                w, h = bw, bh
+            elif w is None:
+                w = h * bw / bh  # type: ignore[operator]
+            else:
+                h = w * bh / bw
+    return (w, h) if w and h else None
+
+
+def _svg_fonts() -> dict[str, Any]:
+    """Text in SVGs is drawn with the DejaVu fonts that matplotlib (a dependency) ships, and only
+    those: the same pixels on every worker, whatever fonts a machine has (often none)."""
+    import matplotlib
+
+    ttf = os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "fonts", "ttf")
+    sans, serif, mono = "DejaVu Sans", "DejaVu Serif", "DejaVu Sans Mono"
+    return {
+        "skip_system_fonts": True, "font_dirs": [ttf], "font_family": sans, "sans_serif_family": sans,
+        "serif_family": serif, "monospace_family": mono, "cursive_family": serif, "fantasy_family": sans,
+    }  # fmt: skip
+
+
+def _rasterise_svg(data: bytes, max_side: int) -> Any:
+    from PIL import Image
+
+    try:
+        import resvg_py
+    except ImportError as e:  # a dependency of the package; only a broken install lacks it
+        raise OSError("SVG image: rasterising it needs resvg-py (pip install resvg-py)") from e
+    size = svg_size(data)
+    scale: dict[str, int] = {}
+    if size and max(size) > max_side:
+        scale = {"width": max_side} if size[0] >= size[1] else {"height": max_side}
+    try:
+        png = resvg_py.svg_to_bytes(svg_string=data.decode("utf-8", errors="replace"), background="white", dpi=96, **scale, **_svg_fonts())
+    except Exception as e:  # noqa: BLE001 - resvg reports malformed markup as ValueError or RuntimeError
+        raise OSError(f"cannot render SVG: {e}") from e
+    im = Image.open(io.BytesIO(bytes(png)))
+    im.format = "SVG"  # what the file is; the pixels are its rendering
+    return im
+
+
+def open_image(f: IO[bytes], *, max_svg_side: int = SVG_MAX_SIDE) -> Any:
+    """A PIL image from a seekable binary file. Raster formats open lazily with Pillow; an SVG is
+    rasterised (resvg) on white at its intrinsic size, longest side capped, and reports
+    ``format == "SVG"``."""
+    from PIL import Image
+
+    head = f.read(8192)
+    f.seek(0)
+    if is_svg(head):
+        return _rasterise_svg(f.read(64 << 20), max_svg_side)
+    return Image.open(f)

@@ -24,7 +24,7 @@ from typing import IO, Any, ClassVar, Literal
 from pydantic import Field
 
 from operators.base import FATAL_ERRORS, Params, RowOperator, SkipSample
-from operators.media_io import MediaMissing, MediaUnavailable, open_media, uri_of
+from operators.media_io import MediaMissing, MediaUnavailable, open_image, open_media, uri_of
 from operators.registry import register_operator
 from schemas.enums import Layout, ReasonCode
 from schemas.record import TEXT_FIELDS
@@ -77,9 +77,8 @@ def _size_of(f: IO[bytes]) -> int:
 
 
 def _probe_image(media: dict[str, Any], f: IO[bytes], check: str) -> None:
-    from PIL import Image
 
-    with Image.open(f) as im:
+    with open_image(f) as im:
         media["format"] = (im.format or "").lower() or None
         width, height = im.size
         if check == "decode":

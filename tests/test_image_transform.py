@@ -131,3 +131,16 @@ def test_keyframes_are_left_alone_and_broken_images_quarantined(tmp_path: Path) 
         (Status.QUARANTINED, ReasonCode.CORRUPT_MEDIA),
         (Status.QUARANTINED, ReasonCode.MISSING_FILE),
     ]
+
+
+def test_svg_is_rasterised_into_the_shard_format(tmp_path: Path) -> None:
+    svg = tmp_path / "d.svg"
+    svg.write_text('<svg xmlns="http://www.w3.org/2000/svg" width="800" height="400"><rect x="0" y="0" width="400" height="400" fill="black"/></svg>')
+    (out,) = run([rec(svg)], tmp_path / "art", {"mode": "max_side", "size": 400, "format": "png"})
+    assert out["status"] == Status.KEPT
+    m = out["media"][0]
+    assert (m["format"], m["width"], m["height"]) == ("png", 400, 200)
+    with Image.open(m["uri"]) as im:
+        left, right = im.convert("L").getpixel((50, 100)), im.convert("L").getpixel((350, 100))
+    assert left < 10 and right > 245  # the drawing on a white page
+    assert json.loads(out["meta"])["original_media"][0]["uri"] == str(svg)

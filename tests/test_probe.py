@@ -277,3 +277,36 @@ def test_rows_not_kept_are_left_alone(tmp_path: Path) -> None:
     row.update(status="dropped", status_operator="earlier", status_reason="below_min")
     out = run([row])[0]
     assert (out["status"], out["status_operator"], out["scores"]) == ("dropped", "earlier", {})
+
+
+SVG = """<?xml version="1.0" encoding="UTF-8"?>
+<!-- a diagram as documentation sites ship them -->
+<!DOCTYPE svg PUBLIC "-//W3C//DTD SVG 1.1//EN" "http://www.w3.org/Graphics/SVG/1.1/DTD/svg11.dtd">
+<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}pt" viewBox="0 0 300 150">
+<rect x="10" y="10" width="120" height="60" fill="none" stroke="black"/>
+<text x="20" y="50" font-family="Times,serif" font-size="24">ptr</text>
+</svg>"""
+
+
+def test_svg_images_are_rasterised_with_their_text(tmp_path: Path) -> None:
+    from operators.media_io import open_image
+
+    path = tmp_path / "diagram.svg"
+    path.write_text(SVG.format(w=300, h=112.5))  # 112.5 pt = 150 px
+    out = one("image-text", "image", path, {"image_check": "decode"}, caption="A pointer diagram.")
+    assert out["status"] == Status.KEPT
+    assert (out["media"][0]["format"], out["media"][0]["width"], out["media"][0]["height"]) == ("svg", 300, 150)
+    with open(path, "rb") as f, open_image(f) as im:
+        px = np.asarray(im.convert("L"))
+    # white page, the box's outline, and the label drawn (fonts come with the package)
+    assert px[0, 0] == 255 and px[10, 70] < 128
+    assert (px[30:60, 20:70] < 128).sum() > 40
+    # a huge declared size is drawn at most SVG_MAX_SIDE on its longest side
+    path.write_text(SVG.format(w=100000, h=37500))
+    with open(path, "rb") as f, open_image(f) as im:
+        assert im.size == (4096, 2048)
+    # broken markup is corrupt media, with the renderer's reason
+    path.write_text('<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect')
+    out = one("image-text", "image", path, caption="x")
+    assert out["status"] == Status.QUARANTINED and out["status_reason"] == ReasonCode.CORRUPT_MEDIA
+    assert "SVG" in out["status_detail"]

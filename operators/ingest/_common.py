@@ -30,7 +30,7 @@ __all__ = [
     "split_fields",
 ]
 
-IMAGE_EXTS = frozenset({"jpg", "jpeg", "jpe", "jfif", "png", "webp", "bmp", "gif", "tif", "tiff", "avif", "ico", "ppm", "pgm", "tga"})
+IMAGE_EXTS = frozenset({"jpg", "jpeg", "jpe", "jfif", "png", "webp", "bmp", "gif", "tif", "tiff", "avif", "ico", "ppm", "pgm", "tga", "svg"})
 VIDEO_EXTS = frozenset({"mp4", "m4v", "webm", "mkv", "avi", "mov", "mpg", "mpeg", "ts", "mts", "m2ts", "wmv", "flv", "3gp", "ogv"})
 AUDIO_EXTS = frozenset(
     {"wav", "flac", "mp3", "ogg", "oga", "m4a", "opus", "aif", "aiff", "aifc", "au", "snd", "aac", "wma", "amr", "wv", "caf", "ac3", "mka", "spx"}
