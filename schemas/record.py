@@ -207,21 +207,33 @@ def normalise_text(text: str) -> str:
     return " ".join(text.casefold().split())
 
 
-def content_hash(rec: dict[str, Any]) -> str:
-    """Exact-duplicate key. Media rows: the media bytes' hashes. Text-only rows: normalised text.
+# Layouts where the media is the sample and the text only describes it: two rows with the same
+# media bytes are one sample (keep one image, not two copies with different captions).
+_MEDIA_KEYED_LAYOUTS = frozenset({"image", "video", "audio", "image-text", "multi-image-text", "video-text", "audio-text"})
+# Fields that make a row more than a description of its media: a conversation, an instruction, a
+# preference or a trajectory about an image is its own sample even when another row shows the same image.
+_TASK_FIELDS = ("conversation", "instruction", "response", "preference", "interaction")
 
-    Two rows with the same media bytes are duplicates even if their captions differ (the
-    engine keeps one image, not two copies of it).
+
+def content_hash(rec: dict[str, Any]) -> str:
+    """Exact-duplicate key.
+
+    Paired media rows (image, image-text, video-text, audio-text, ...): the media bytes' hashes,
+    so two rows with the same bytes are duplicates even if their captions differ. Everything else
+    (text, documents, conversations, preference pairs, trajectories): the normalised text and
+    structure together with the media hashes, so a document is a duplicate only of the same
+    document, never of one of its images, and two conversations about one image are both kept.
     """
     h = hashlib.sha256()
     media_hashes = [m.get("sha256") or "" for m in rec.get("media") or []]
-    if media_hashes and all(media_hashes):
+    media_keyed = rec.get("layout") in _MEDIA_KEYED_LAYOUTS and not any(rec.get(k) for k in _TASK_FIELDS)
+    if media_keyed and media_hashes and all(media_hashes):
         h.update(b"media\0")
         for mh in media_hashes:
             h.update(mh.encode())
             h.update(b"\0")
         return h.hexdigest()
-    h.update(b"text\0")
+    h.update(b"text\0" + (rec.get("layout") or "").encode() + b"\0")
     for name in TEXT_FIELDS:
         if rec.get(name):
             h.update(name.encode() + b"=" + normalise_text(rec[name]).encode() + b"\0")

@@ -63,3 +63,31 @@ def test_text_rows_dedup_on_normalised_text():
     media_b = img("y", "same", 2)
     media_b["caption"] = "another caption"
     assert content_hash(media_a) == content_hash(media_b)  # same bytes: duplicates whatever the caption
+
+
+def test_documents_and_conversations_are_not_duplicates_of_their_images():
+    image = img("x", "same", 1)
+    doc = new_record(
+        source="s", locator="page.html", layout="interleaved", media=[new_media("image", "x", sha256="same")],
+        interleaved=[{"kind": "text", "text": "A diagram:"}, {"kind": "media", "media_index": 0}],
+    )  # fmt: skip
+    copy = new_record(
+        source="s", locator="mirror/page.html", layout="interleaved", media=[new_media("image", "x2", sha256="same")],
+        interleaved=[{"kind": "text", "text": "a   DIAGRAM:"}, {"kind": "media", "media_index": 0}],
+    )  # fmt: skip
+    other_page = new_record(
+        source="s", locator="other.html", layout="interleaved", media=[new_media("image", "x", sha256="same")],
+        interleaved=[{"kind": "text", "text": "Another page quoting the diagram."}, {"kind": "media", "media_index": 0}],
+    )  # fmt: skip
+    assert content_hash(doc) == content_hash(copy)  # the same page twice
+    assert len({content_hash(image), content_hash(doc), content_hash(other_page)}) == 3
+
+    def chat(question: str) -> dict:
+        return new_record(
+            source="llava", locator=question, layout="image-text", media=[new_media("image", "coco.jpg", sha256="same")],
+            conversation=[{"role": "user", "text": question}, {"role": "assistant", "text": "A cat."}],
+        )  # fmt: skip
+
+    # LLaVA asks several questions about one image: each conversation is its own sample
+    assert content_hash(chat("What is this?")) != content_hash(chat("Describe the image.")) != content_hash(image)
+    assert content_hash(chat("What is this?")) == content_hash(chat("what is   this?"))
