@@ -2,7 +2,8 @@
 
 A ground-truth set is generated locally (curate/synth_variants.py) into benchmarks/_data/:
 - images: photo-like originals (gradients, soft shapes, texture, grain) and copies resized
-  (0.5-1.5x), JPEG re-encoded (quality 35-65), cropped 2-5% per side, brightened +-15%, and
+  (0.5-1.5x), JPEG re-encoded (quality 35-65), cropped 2-5% per side (crop) or 4-10% towards one
+  corner (crop_corner), brightened +-15%, and
   mirrored (mirrors count as duplicates only in the run with ``flip: true``); unrelated images
   as distractors;
 - videos: panning two-scene clips and copies re-encoded (crf 38), resized (160x120 -> 96x72) and
@@ -70,7 +71,7 @@ def image_set(n_orig: int, n_distract: int, flip: bool) -> list[dict]:
     d = DATA / "images"
     d.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
-    kinds = ["resize", "reencode", "crop", "brightness"] + (["flip"] if flip else [])
+    kinds = ["resize", "reencode", "crop", "crop_corner", "brightness"] + (["flip"] if flip else [])
     for s in range(n_orig):
         p = d / f"o{s:04d}.jpg"
         img = natural_image(s, 320 + 16 * (s % 5), 240)
@@ -232,6 +233,8 @@ def main() -> None:
         results.append(run("image", "defaults", ImagePhashDedup(), image_set(n(150), n(300), flip=False)))
         results.append(run("image", "flip: true", ImagePhashDedup({"flip": True}), image_set(n(150), n(300), flip=True)))
         results.append(run("image", "bands: 8", ImagePhashDedup({"bands": 8}), image_set(n(150), n(300), flip=False)))
+        results.append(run("image", "crop_bands: 6", ImagePhashDedup({"crop_bands": 6}), image_set(n(150), n(300), flip=False)))
+        results.append(run("image", "crops: false", ImagePhashDedup({"crops": False}), image_set(n(150), n(300), flip=False)))
     if "video" in args.only:
         from operators.dedup_video import VideoDedup
 

@@ -7,8 +7,11 @@ share at a time (so peak memory is one partition's, as on a worker): the curve i
 algorithm's, without Ray's scheduling (the engine spreads the map and reduce steps over cores).
 Signing itself (decoding media, hashing) is linear and measured by bench_dedup_quality.py.
 
-- image: random 64-bit pHash and dHash per row; 1% of rows are copies of an earlier row with 3
-  bits of its pHash flipped; dedup_image_phash defaults (6 bands of ~21 bits over pHash+dHash).
+- image: random 64-bit pHash and dHash per row, plus five random crop-view pairs (the default
+  ``crops: true``); 1% of rows are copies of an earlier row with 3 bits of its pHash flipped;
+  dedup_image_phash defaults (6 bands of ~21 bits over pHash+dHash for the full view; the crop
+  table: 4 bands of 32 bits over the full view and the five crop views).
+  image_nocrops: the same with ``crops: false`` (the full view only).
 - minhash: random 128-value MinHash signatures; 1% are copies with 10% of their values changed
   (Jaccard about 0.9); dedup_text_minhash defaults (20 bands x 6 rows).
 It also compares our vectorised MinHash with datasketch's on real shingled documents (speed, and
@@ -40,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from curate.global_phase import ROWS_PER_EDGE_PARTITION, _partition_of  # noqa: E402
-from operators.dedup_image_phash import ImagePhashDedup, band_keys  # noqa: E402
+from operators.dedup_image_phash import CROP_VIEWS, ImagePhashDedup, lsh_keys  # noqa: E402
 from operators.dedup_text_minhash import MinHasher, TextMinhashDedup  # noqa: E402
 from operators.near_dup import Signatures  # noqa: E402
 
@@ -69,8 +72,16 @@ def image_signatures(n: int, rng: np.random.Generator, op: ImagePhashDedup):
         flips |= np.uint64(1) << rng.integers(0, 64, len(copies)).astype(np.uint64)
     ph[copies] = ph[originals] ^ flips
     dh[copies] = dh[originals]
-    keys = band_keys(np.stack([ph, dh], axis=1), op.params.bands, 128)
     cols = {"phash": pa.array(ph.view(np.int64)), "dhash": pa.array(dh.view(np.int64))}
+    views = None
+    if op.params.crops:  # five random sub-view hashes per row; a copy's views are its original's
+        phv = rng.integers(0, 2**63, (n, len(CROP_VIEWS)), dtype=np.uint64) * np.uint64(2)
+        dhv = rng.integers(0, 2**63, (n, len(CROP_VIEWS)), dtype=np.uint64) * np.uint64(2)
+        phv[copies], dhv[copies] = phv[originals], dhv[originals]
+        views = (phv, dhv)
+        cols["phash_crops"] = pa.FixedSizeListArray.from_arrays(pa.array(phv.view(np.int64).reshape(-1)), len(CROP_VIEWS))
+        cols["dhash_crops"] = pa.FixedSizeListArray.from_arrays(pa.array(dhv.view(np.int64).reshape(-1)), len(CROP_VIEWS))
+    keys = lsh_keys(op.params, ph, dh, None, views)
     return Signatures(keys=keys, columns=cols), copies, originals
 
 
@@ -89,10 +100,10 @@ def run(kind: str, n: int, seed: int = 0) -> dict:
     """One size: sign, then for each reducer build only its share of the key rows (as the map
     step's files would hold), decide it, and combine all partials."""
     rng = np.random.default_rng(seed)
-    op = ImagePhashDedup() if kind == "image" else TextMinhashDedup()
+    op = {"image": ImagePhashDedup, "image_nocrops": lambda: ImagePhashDedup({"crops": False}), "minhash": TextMinhashDedup}[kind]()
     live = live_table(n)
     t0 = time.perf_counter()
-    sig, copies, originals = (image_signatures if kind == "image" else minhash_signatures)(n, rng, op)
+    sig, copies, originals = (minhash_signatures if kind == "minhash" else image_signatures)(n, rng, op)
     t1 = time.perf_counter()
     keys = np.asarray(sig.keys)
     partitions = max(1, min(8, math.ceil(n / ROWS_PER_EDGE_PARTITION)))
@@ -177,7 +188,7 @@ def compare_minhash(docs: int = 2000) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
-    ap.add_argument("--kinds", nargs="+", default=["image", "minhash"])
+    ap.add_argument("--kinds", nargs="+", default=["image", "image_nocrops", "minhash"])
     args = ap.parse_args()
     import scipy.sparse.csgraph  # noqa: F401  (imported once, outside the timings)
 

@@ -69,7 +69,7 @@ def natural_image(seed: int, width: int = 384, height: int = 288) -> Image.Image
 
 
 #: variant kinds image_variant knows; "flip" is a near-duplicate only where flips are configured
-IMAGE_VARIANTS = ("resize", "reencode", "crop", "brightness", "flip")
+IMAGE_VARIANTS = ("resize", "reencode", "crop", "crop_corner", "brightness", "flip")
 
 
 def image_variant(img: Image.Image, kind: str, seed: int = 0) -> tuple[Image.Image, dict]:
@@ -85,6 +85,12 @@ def image_variant(img: Image.Image, kind: str, seed: int = 0) -> tuple[Image.Ima
         f = float(rng.uniform(0.02, 0.05))
         dx, dy = round(w * f), round(h * f)
         return img.crop((dx, dy, w - dx, h - dy)), {"quality": 90}
+    if kind == "crop_corner":  # 4-10% of each side cut away towards one corner
+        f = float(rng.uniform(0.04, 0.10))
+        dx, dy = round(w * f), round(h * f)
+        corner = int(rng.integers(0, 4))
+        box = [(dx, dy, w, h), (0, 0, w - dx, h - dy), (dx, 0, w, h - dy), (0, dy, w - dx, h)][corner]
+        return img.crop(box), {"quality": 90}
     if kind == "brightness":
         return ImageEnhance.Brightness(img).enhance(float(rng.choice([0.85, 1.15]))), {"quality": 90}
     if kind == "flip":

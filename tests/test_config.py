@@ -48,6 +48,7 @@ def _scratch_reader():
                 return iter(())
 
     yield
+    READERS.pop("scratch_folder", None)  # leave the registry as the package defines it (schema tests)
 
 
 def write(tmp_path: Path, text: str) -> Path:

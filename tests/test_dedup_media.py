@@ -118,3 +118,44 @@ def test_audio_that_cannot_be_decoded_is_quarantined(recordings, tmp_path):
     out = resolve(AudioDedup(), [media_row(recordings / "m0.flac", "audio", 0), media_row(bad, "audio", 1)])
     assert (out["bad.mp3"]["status"], out["bad.mp3"]["status_reason"]) == ("quarantined", "corrupt_media")
     assert out["m0.flac"]["status"] == "kept"
+
+
+# ----------------------------------------------------------------------------- through the engine
+
+
+def test_engine_runs_video_and_audio_dedup_on_ray(ray_local, clips, recordings, tmp_path):
+    """The same media through `curate run` on local Ray: folders -> probe -> dedup_video -> dedup_audio."""
+    import json
+
+    import pyarrow.parquet as pq
+    import yaml
+
+    from curate.config import load_pipeline
+    from curate.engine import Engine
+
+    pipe = {
+        "name": "media-dedup",
+        "sources": [
+            {"name": "clips", "reader": "video_folder", "path": str(clips)},
+            {"name": "songs", "reader": "audio_folder", "path": str(recordings)},
+        ],
+        "stages": [{"op": "probe"}, {"op": "dedup_video"}, {"op": "dedup_audio"}],
+    }
+    (tmp_path / "pipe.yaml").write_text(yaml.safe_dump(pipe))
+    out = tmp_path / "out"
+    s = Engine(load_pipeline(tmp_path / "pipe.yaml"), out, progress=False).run()
+    assert s["balanced"] is True
+    assert s["counts"]["input"] == 10 + 11 and s["counts"]["quarantined"] == 0
+    assert s["duplicate"] == {"dedup_video": {"near_duplicate": 6}, "dedup_audio": {"near_duplicate": 6}}
+    kept = {r["id"]: r for r in pq.read_table(out / "samples").to_pylist()}
+    pairs = sorted(
+        (Path(r["locator"]).name, Path(kept[r["duplicate_of"]]["locator"]).name)
+        for r in pq.read_table(out / "rejected").to_pylist()
+        if r["status"] == "duplicate"
+    )
+    assert pairs == sorted(
+        [(f"v{i}_{k}.mp4", f"v{i}.mp4") for i in range(2) for k in ("reencoded", "resized", "trimmed")]
+        + [(f"m{i}_{k}", f"m{i}.flac") for i in range(2) for k in ("aac.m4a", "mp3.mp3", "resampled.flac")]
+    )
+    report = json.loads((out / "artifacts" / "dedup_video" / "dedup.json").read_text())
+    assert report["stats"]["duplicates"] == 6 and report["thresholds"]["step_s"] == 0.5

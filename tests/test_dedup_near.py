@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from curate.synth_variants import edit_text, image_variant, natural_image, random_document
 from operators.dedup_image_phash import ImagePhashDedup, band_keys
@@ -362,3 +363,35 @@ def test_integer_keys_partition_deterministically_and_evenly():
     assert np.bincount(part).min() > 100_000 / 8 * 0.9  # mixed, not key % 8
     assert (np.asarray(_partition_of(keys, 8)) == part).all()
     assert _partition_of(pa.array(["a", "b"]), 4) == [zlib.crc32(b"a") % 4, zlib.crc32(b"b") % 4]  # strings as before
+
+
+@pytest.fixture(scope="module")
+def cropped(tmp_path_factory) -> Path:
+    """Originals, copies cropped 2-5% per side and 4-10% towards one corner, and strangers."""
+    d = tmp_path_factory.mktemp("cropped")
+    for s in range(4):
+        img = natural_image(s, 320, 240)
+        img.save(d / f"orig{s}.jpg", quality=90)
+        for kind in ("crop", "crop_corner"):
+            v, opt = image_variant(img, kind, seed=s)
+            v.save(d / f"orig{s}_{kind}.jpg", **opt)
+    for s in range(100, 104):
+        natural_image(s, 320, 240).save(d / f"stranger{s}.jpg", quality=90)
+    return d
+
+
+def test_crop_views_find_cropped_copies(cropped):
+    rows = photo_rows(cropped)
+    out = resolve(ImagePhashDedup(), rows)
+    for s in range(4):
+        for kind in ("crop", "crop_corner"):
+            dup = out[f"orig{s}_{kind}.jpg"]
+            assert (dup["status"], dup["duplicate_of"]) == ("duplicate", f"id-orig{s}"), dup["status_detail"]
+    assert {r["status"] for k, r in out.items() if k.startswith("stranger")} == {"kept"}
+    assert sum("cropped" in (r["status_detail"] or "") for r in out.values()) >= 4
+    # the full view alone misses most of them (pHash moves 8-20 bits under a few percent of crop)
+    plain = resolve(ImagePhashDedup({"crops": False}), rows)
+    assert sum(r["status"] == "duplicate" for r in plain.values()) < 8
+    assert ImagePhashDedup().thresholds()["crop_bands"] == 5
+    with pytest.raises(ValidationError):
+        ImagePhashDedup({"lsh_bits": "phash", "crop_bands": 65})
