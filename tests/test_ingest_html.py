@@ -135,3 +135,19 @@ def test_undecodable_and_empty_files_are_unreadable(tmp_path: Path) -> None:
     ]
     assert recs[0]["status_detail"].startswith("UnicodeDecodeError")
     assert recs[0]["status_operator"] == "ingest:html"
+
+
+def test_lazy_loading_and_srcset_images_resolve_to_the_real_file(tmp_path: Path) -> None:
+    page = tmp_path / "lazy.html"
+    page.write_text(
+        "<html><body><p>Intro</p>"
+        '<img src="data:image/gif;base64,R0lGODlhAQABAAAAACw=" data-src="img/real.png" alt="lazy">'
+        '<img srcset="img/small.png 480w, img/big.png 1080w" alt="set">'
+        '<img src="data:image/gif;base64,R0lGODlhAQABAAAAACw=" data-original="img/orig.jpg">'
+        '<img src="data:image/png;base64,iVBORw0KGgo=">'
+        "</body></html>",
+        encoding="utf-8",
+    )
+    (rec,) = _read(HtmlReader(source="s", path=str(page)))
+    assert [m["uri"] for m in rec["media"]] == [str(tmp_path / "img" / n) for n in ("real.png", "small.png", "orig.jpg")]
+    assert json.loads(rec["meta"])["data_uri_images"] == 1

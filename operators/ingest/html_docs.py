@@ -5,7 +5,8 @@ figcaption, ... and loose text between container elements) become ``text`` segme
 whitespace collapsed (``pre`` keeps its own); each ``<img>`` becomes a ``media`` segment pointing
 at an image media ref with role ``inline``. script/style/nav/noscript/template are skipped.
 
-Image sources: a relative ``src`` (or lazy ``data-src``) resolves against the HTML file's folder,
+Image sources: ``src``, or for a lazy-loading page whose ``src`` is a data: placeholder
+``data-src`` / ``data-original`` / ``data-lazy-src``, or the first ``srcset`` candidate. A relative one resolves against the HTML file's folder,
 a root-relative one (``/img/a.png``) against ``site_root``; the path need not exist (probing flags
 missing media later). ``http(s)://`` and other URLs stay as they are (``//host/x`` becomes
 ``https://host/x``). ``data:`` URIs are not media: they are counted in ``meta["data_uri_images"]``.
@@ -132,7 +133,7 @@ class _Walker:
             self._buf.append(" ")
 
     def _image(self, el: Any) -> None:
-        src = (el.get("src") or el.get("data-src") or "").strip()
+        src = _img_source(el)
         if not src:
             self.no_src += 1
             return
@@ -153,6 +154,24 @@ class _Walker:
         if path.startswith("/"):
             return os.path.normpath(os.path.join(self.site_root, path.lstrip("/")))
         return os.path.normpath(os.path.join(self.folder, path))
+
+
+def _img_source(el: Any) -> str:
+    """The real image of an <img>: ``src``, unless it is a data: placeholder of a lazy-loading page
+    (then ``data-src``, ``data-original`` or ``data-lazy-src``), else the first ``srcset`` /
+    ``data-srcset`` candidate; a data: ``src`` only when nothing else is given."""
+    src = (el.get("src") or "").strip()
+    if src and src[:5].lower() != "data:":
+        return src
+    for attr in ("data-src", "data-original", "data-lazy-src"):
+        lazy = (el.get(attr) or "").strip()
+        if lazy:
+            return lazy
+    for attr in ("srcset", "data-srcset"):
+        first = (el.get(attr) or "").split(",")[0].strip().split(" ")[0]
+        if first:
+            return first
+    return src
 
 
 @register_reader
