@@ -1,7 +1,8 @@
 """``dedup_video``: near-duplicate videos by a keyframe-hash signature.
 
 Signature: the pHash (64 bits) of frames sampled every ``step_s`` seconds from the start (at most
-``max_frames``; a longer video spreads them evenly over its length, 24 s and up by default). Frames are reached by
+``max_frames``; a longer video spreads them evenly over its length: 96 frames every 0.25 s cover
+24 s by default). Frames are reached by
 seeking to each time and decoding forward to it, never by decoding the whole file, and are
 scaled to 64x64 before hashing, so resizing does not change them and re-encoding changes a few
 bits.
@@ -11,11 +12,14 @@ compared as SETS with a tolerance, not position by position: a frame of one vide
 some frame of the other is within ``frame_threshold`` bits. A trim by a whole number of steps
 lines the samples up exactly; any other trim leaves them up to step_s / 2 apart, which pHash
 tolerates unless the picture moves fast (benchmarks/bench_dedup_quality.py measures trims of
-1, 0.5 and 0.25 s on clips that pan a third of the frame per second: the last is missed with
-the default 0.5 s step and found with 0.25 s, at twice the seeks). The score is the fraction of the
-shorter video's frames that match (``min_match``); the shorter must also last at least
-``min_duration_ratio`` of the longer, so a short clip is not a duplicate of a long compilation
-that quotes it.
+1, 0.5 and 0.25 s on clips that pan a third of the frame per second: with a 0.5 s step the
+0.25 s trim is missed entirely, with the default 0.25 s step every trim is found, for 1.8x the
+signing time on those small clips; decoding, the same for both, dominates on real footage).
+Past ``max_frames * step_s`` the spread step grows with the length, and trims of long,
+fast-moving videos can be missed; averaging frames over each step was tried and did not help.
+The score is the fraction of the shorter video's frames that match (``min_match``); the shorter
+must also last at least ``min_duration_ratio`` of the longer, so a short clip is not a duplicate
+of a long compilation that quotes it.
 
 Candidates: each frame hash is cut into ``frame_bands`` bands (by pigeonhole a frame within
 frame_bands-1 bits of another shares a band); the (band index, value) keys of all frames,
@@ -46,8 +50,8 @@ _SIDE = 64
 
 
 class VideoDedupParams(NearDupParams):
-    step_s: float = Field(0.5, gt=0, description="seconds between sampled frames (a trimmed copy is off by up to half of it)")
-    max_frames: int = Field(48, ge=2, le=256, description="most frames sampled per video (spread evenly past that)")
+    step_s: float = Field(0.25, gt=0, description="seconds between sampled frames (a trimmed copy is off by up to half of it)")
+    max_frames: int = Field(96, ge=2, le=256, description="most frames sampled per video (spread evenly past that)")
     frame_threshold: int = Field(10, ge=0, le=64, description="largest pHash distance (of 64 bits) of two matching frames")
     min_match: float = Field(0.8, gt=0, le=1, description="smallest fraction of the shorter video's frames that must match")
     min_duration_ratio: float = Field(0.5, ge=0, le=1, description="shorter duration / longer duration must reach this")

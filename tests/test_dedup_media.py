@@ -158,4 +158,4 @@ def test_engine_runs_video_and_audio_dedup_on_ray(ray_local, clips, recordings, 
         + [(f"m{i}_{k}", f"m{i}.flac") for i in range(2) for k in ("aac.m4a", "mp3.mp3", "resampled.flac")]
     )
     report = json.loads((out / "artifacts" / "dedup_video" / "dedup.json").read_text())
-    assert report["stats"]["duplicates"] == 6 and report["thresholds"]["step_s"] == 0.5
+    assert report["stats"]["duplicates"] == 6 and report["thresholds"]["step_s"] == 0.25
