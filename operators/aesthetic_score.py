@@ -17,6 +17,10 @@ for ViT-L-14), and the last gives one output: ``validate_setup`` checks the shap
 matches the model, before any work. The image embedding is L2-normalised first
 (``normalize: true``), as LAION's predictors expect. The head runs in numpy, on the worker.
 
+A row whose one-image CLIP embedding an earlier ``clip_score`` stage kept (``keep_embedding:
+true``, same model and weights) is scored from that embedding (float16-rounded) with no image
+decoded or encoded (``reuse_embedding``, on by default); other rows are encoded as usual.
+
 Scores: ``aesthetic_score`` (the mean over the row's images: images, keyframes or a video's
 middle frame, document images) and ``aesthetic_score_min``. LAION-Aesthetics kept images >= 5, 6 or
 6.5 on the improved predictor's 1-10 scale.
@@ -33,6 +37,7 @@ import numpy as np
 from pydantic import Field
 
 from operators._clip import ClipOperator, ClipParams, embed_dim_of
+from operators._meta import load_meta
 from operators.base import OperatorError
 from operators.registry import register_operator
 
@@ -45,6 +50,11 @@ class AestheticScoreParams(ClipParams):
         "none", description="activation between the head's linear layers (none: LAION's improved predictor)"
     )
     normalize: bool = Field(True, description="L2-normalise the CLIP embedding before the head (LAION: true)")
+    reuse_embedding: bool = Field(
+        True,
+        description="score the embedding an earlier clip_score stage kept (keep_embedding: true, same model) "
+        "instead of encoding the image again, for rows with one image",
+    )
 
 
 def _natural(name: str) -> list[Any]:
@@ -170,14 +180,25 @@ class AestheticScore(ClipOperator):
                 f"{dim}-dim ones; use a head trained on this CLIP model's embeddings"
             )
 
+    def stored_embedding(self, row: dict[str, Any]) -> np.ndarray | None:
+        """The one-image embedding an earlier clip_score kept for this model, if any."""
+        meta = load_meta(row)
+        if meta.get("clip_embedding_images") != 1 or meta.get("clip_embedding_model") != self.spec().ident:
+            return None
+        return np.asarray(meta.get("clip_embedding") or [], dtype=np.float32) if meta.get("clip_embedding") else None
+
     def process_batch(self, rows: list[dict[str, Any]]) -> None:
         p: AestheticScoreParams = self.params  # type: ignore[assignment]
         head = self.head()
-        per_row = self.row_embeddings(rows)
-        for row, pairs in zip(rows, per_row, strict=True):
-            if not pairs:
+        stored = [self.stored_embedding(r) if p.reuse_embedding else None for r in rows]
+        todo = [i for i, e in enumerate(stored) if e is None]
+        computed = dict(zip(todo, self.row_embeddings([rows[i] for i in todo]), strict=True)) if todo else {}
+        self.reused_embeddings = getattr(self, "reused_embeddings", 0) + len(rows) - len(todo)
+        for i, row in enumerate(rows):
+            vectors = [stored[i]] if stored[i] is not None else [e for _, e in computed[i]]
+            if not vectors:
                 continue
-            x = np.stack([e for _, e in pairs])
+            x = np.stack(vectors)
             if p.normalize:
                 x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
             y = head(x)

@@ -20,7 +20,9 @@ Scores written (rows with images and a text; other rows are left as they are):
 
 With ``keep_embedding: true`` the row's image embedding (the mean of its images' embeddings,
 L2-normalised, rounded to float16) is kept in ``meta["clip_embedding"]`` with the model in
-``meta["clip_embedding_model"]``, for ``dedup_semantic`` with ``source: stored``.
+``meta["clip_embedding_model"]`` and the number of images it averages in
+``meta["clip_embedding_images"]``, for ``dedup_semantic`` with ``source: stored`` and for
+``aesthetic_score``, which reuses a one-image embedding instead of encoding the image again.
 
 Model and weights: see ``operators._clip`` (a local checkpoint, or a pretrained tag already in the
 cache; nothing is downloaded; a missing file fails at ``curate validate``). The engine runs this
@@ -92,4 +94,5 @@ class ClipScore(ClipOperator):
                     row,
                     clip_embedding=to_float16_list(mean_embedding([e for _, e in pairs])),
                     clip_embedding_model=ident,
+                    clip_embedding_images=len(pairs),
                 )

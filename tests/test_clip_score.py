@@ -316,3 +316,28 @@ def test_clip_tags_softmax_and_cosine(tiny, images):
     assert cos[0]["scores"]["tag_watermark"] == pytest.approx(direct, abs=1e-5)
     with pytest.raises(Exception, match="lower-case"):
         ClipTags(tiny_params(cfg, w, tags={"Bad Name": "x"}))
+
+
+def test_aesthetic_reuses_a_kept_one_image_embedding(tiny, images, tmp_path):
+    cfg, w = tiny
+    lin = _linear_head(tmp_path / "lin.pt", 32)
+    kept = score(ClipScore(tiny_params(cfg, w, keep_embedding=True)), [image_row(p, "x", i) for i, p in enumerate(images)])
+    assert all(json.loads(r["meta"])["clip_embedding_images"] == 1 for r in kept)
+    fresh = score(AestheticScore(tiny_params(cfg, w, head=str(lin))), [image_row(p, None, i) for i, p in enumerate(images)])
+    op = AestheticScore(tiny_params(cfg, w, head=str(lin)))
+    reused = score(op, kept)
+    assert op.reused_embeddings == len(images)
+    # the same numbers up to the stored embedding's float16 rounding
+    assert [r["scores"]["aesthetic_score"] for r in reused] == pytest.approx([r["scores"]["aesthetic_score"] for r in fresh], abs=5e-3)
+    # a missing image file does not matter any more: nothing is decoded for a reused row
+    gone = dict(kept[0], media=[dict(kept[0]["media"][0], uri=str(tmp_path / "gone.jpg"))])
+    (r,) = score(AestheticScore(tiny_params(cfg, w, head=str(lin))), [gone])
+    assert r["status"] == "kept" and r["scores"]["aesthetic_score"] == pytest.approx(reused[0]["scores"]["aesthetic_score"])
+    # another model's embedding, or reuse switched off: the image is encoded
+    other = dict(kept[0], meta=json.dumps({**json.loads(kept[0]["meta"]), "clip_embedding_model": "ViT-B-32:openai"}))
+    op = AestheticScore(tiny_params(cfg, w, head=str(lin)))
+    score(op, [other])
+    assert op.reused_embeddings == 0
+    op = AestheticScore(tiny_params(cfg, w, head=str(lin), reuse_embedding=False))
+    score(op, [kept[0]])
+    assert op.reused_embeddings == 0
