@@ -11,7 +11,9 @@ show what Pillow's draft decode saves).
 Measured: decode + preprocess alone (1 thread; with JPEG draft and without), model encode alone
 (pre-made tensors; 1 torch thread = per core, and all cores), and ``clip_score.process_batch``
 (decode in a thread pool overlapping the encode, plus
-encoding each row's caption: the text tower costs about as much as the image tower). Prints a table; writes benchmarks/results/clip.json.
+encoding each row's caption: the text tower costs about as much as the image tower), and
+``aesthetic_score`` after a ``clip_score`` with ``keep_embedding: true``, encoding the images
+again or reusing the kept embeddings. Prints a table; writes benchmarks/results/clip.json.
 GPU: not measured here (no accelerator on the developers' machines or CI; this task was not lent
 one); on a GPU worker the same operator runs with ``resources: {num_gpus: 1}``.
 """
@@ -136,6 +138,22 @@ def main() -> None:
     assert all("clip_score" in r["scores"] for r in rows)
     res["clip_score_op_img_s"] = round(len(rows) / t, 2)
     res["decode_vs_encode"] = round(res["decode_preprocess_draft_1thread_img_s"] / res["encode_1thread_img_s"], 1)
+
+    # aesthetic_score after clip_score: encoding again vs reusing the embedding clip_score kept
+    import numpy as np
+
+    from operators.aesthetic_score import AestheticScore
+
+    head = work / "aesthetic-linear-512.npz"
+    rng = np.random.default_rng(0)
+    np.savez(head, weight=rng.normal(size=(1, 512)).astype(np.float32), bias=np.array([5.0], np.float32))
+    keep = ClipScore({**params, "keep_embedding": True}, stage="clip_score")
+    keep.process_batch(rows)
+    for reuse in (False, True):
+        aes = AestheticScore({**params, "head": str(head), "reuse_embedding": reuse}, stage="aesthetic_score")
+        aes.validate_setup()
+        t, _ = timed(aes.process_batch, [dict(r) for r in rows])
+        res[f"aesthetic_op_{'reuse' if reuse else 'encode'}_img_s"] = round(len(rows) / t, 2)
 
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
