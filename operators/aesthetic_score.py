@@ -183,9 +183,10 @@ class AestheticScore(ClipOperator):
     def stored_embedding(self, row: dict[str, Any]) -> np.ndarray | None:
         """The one-image embedding an earlier clip_score kept for this model, if any."""
         meta = load_meta(row)
-        if meta.get("clip_embedding_images") != 1 or meta.get("clip_embedding_model") != self.spec().ident:
+        emb = meta.get("clip_embedding")
+        if not emb or meta.get("clip_embedding_images") != 1 or meta.get("clip_embedding_model") != self.spec().ident:
             return None
-        return np.asarray(meta.get("clip_embedding") or [], dtype=np.float32) if meta.get("clip_embedding") else None
+        return np.asarray(emb, dtype=np.float32)
 
     def process_batch(self, rows: list[dict[str, Any]]) -> None:
         p: AestheticScoreParams = self.params  # type: ignore[assignment]
