@@ -151,3 +151,21 @@ def test_lazy_loading_and_srcset_images_resolve_to_the_real_file(tmp_path: Path)
     (rec,) = _read(HtmlReader(source="s", path=str(page)))
     assert [m["uri"] for m in rec["media"]] == [str(tmp_path / "img" / n) for n in ("real.png", "small.png", "orig.jpg")]
     assert json.loads(rec["meta"])["data_uri_images"] == 1
+
+
+def test_main_content_leaves_site_chrome_out(tmp_path: Path) -> None:
+    page = tmp_path / "doc.html"
+    page.write_text(
+        "<html><body><div class='menu-bar'>Rust 1.95 <img src='logo.png'></div>"
+        "<div id='sidebar'><ol><li>Chapter 1</li><li>Chapter 2</li></ol></div>"
+        "<main><h1>Ownership</h1><p>Each value has an owner.</p><img src='img/trpl04-01.svg' alt='diagram'></main>"
+        "<footer>Copyright</footer></body></html>",
+        encoding="utf-8",
+    )
+    (rec,) = _read(HtmlReader(source="s", path=str(page)))
+    assert rec["text"] == "Ownership\n\nEach value has an owner."
+    assert [m["uri"] for m in rec["media"]] == [str(tmp_path / "img" / "trpl04-01.svg")]
+    (whole,) = _read(HtmlReader(source="s", path=str(page), params={"content": "body"}))
+    assert whole["text"].startswith("Rust 1.95") and "Copyright" in whole["text"] and len(whole["media"]) == 2
+    page.write_text("<html><body><div role='main'><p>Sphinx body</p></div><p>footer</p></body></html>", encoding="utf-8")
+    assert _read(HtmlReader(source="s", path=str(page)))[0]["text"] == "Sphinx body"

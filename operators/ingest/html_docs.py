@@ -1,7 +1,10 @@
 """HTML reader: one interleaved document per ``.html`` / ``.htm`` file.
 
-The body is walked in document order. Text blocks (p, h1-h6, li, pre, blockquote, td, th,
-figcaption, ... and loose text between container elements) become ``text`` segments, with
+The body is walked in document order; with ``content: main`` (the default) only the page's main
+content when it marks one (``<main>``, ``role="main"``, or its only ``<article>``), so a
+documentation site's menus, sidebars and footers stay out. Text blocks (p, h1-h6, li, pre,
+blockquote, td, th, figcaption, ... and loose text between container elements) become ``text``
+segments, with
 whitespace collapsed (``pre`` keeps its own); each ``<img>`` becomes a ``media`` segment pointing
 at an image media ref with role ``inline``. script/style/nav/noscript/template are skipped.
 
@@ -27,7 +30,7 @@ import logging
 import os
 import re
 from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 from urllib.parse import unquote
 
 from pydantic import Field
@@ -65,6 +68,11 @@ class HtmlParams(Params):
     skip_tags: list[str] = Field(
         default_factory=lambda: ["script", "style", "nav", "noscript", "template"],
         description="elements whose content is not document text",
+    )
+    content: Literal["main", "body"] = Field(
+        "main",
+        description="main: read only the page's main content when it marks one (<main>, role=main, or a single "
+        "<article>), leaving out site menus, sidebars, headers and footers; body: the whole body",
     )
 
 
@@ -156,6 +164,16 @@ class _Walker:
         return os.path.normpath(os.path.join(self.folder, path))
 
 
+def _main_content(doc: Any) -> Any | None:
+    """The element a page marks as its main content: <main>, else role="main", else its only <article>."""
+    for query in ("//main", "//*[@role='main']"):
+        found = doc.xpath(query)
+        if found:
+            return found[0]
+    articles = doc.xpath("//article")
+    return articles[0] if len(articles) == 1 else None
+
+
 def _img_source(el: Any) -> str:
     """The real image of an <img>: ``src``, unless it is a data: placeholder of a lazy-loading page
     (then ``data-src``, ``data-original`` or ``data-lazy-src``), else the first ``srcset`` /
@@ -211,7 +229,8 @@ class HtmlReader(Reader):
             doc = lxml.html.document_fromstring(text.encode("utf-8"), parser=parser)
             walker = _Walker(folder, site_root or folder, {t.lower() for t in self.params.skip_tags})
             body = doc.find("body")
-            walker.walk(body if body is not None else doc)
+            root = _main_content(doc) if self.params.content == "main" else None
+            walker.walk(root if root is not None else body if body is not None else doc)
             walker.flush()
         except (OSError, ValueError, LookupError, lxml.etree.LxmlError, RecursionError) as e:
             log.debug("cannot read %s", path, exc_info=True)
