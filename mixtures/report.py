@@ -56,7 +56,7 @@ def build_report(cfg: MixtureConfig, stage: StageMix, plan: Plan, pool: Pool, st
             "excluded_zero_cost": plan.excluded_zero_cost.get(leaf, 0),
         }
         n_text_first = sum(st.get("text_first", {}).get(leaf, 0) for st in stats)
-        if any(leaf in st.get("text_first", {}) for st in stats) or n_text_first:
+        if any(leaf in st.get("text_first", {}) for st in stats):  # the group sets text_first
             samples = sum(draws.values())
             groups[leaf]["text_first_share"] = round(n_text_first / samples, 4) if samples else 0.0
     shares_by_phase = phase_shares(plan)

@@ -9,7 +9,8 @@ whitespace collapsed (``pre`` keeps its own); each ``<img>`` becomes a ``media``
 at an image media ref with role ``inline``. script/style/nav/noscript/template are skipped.
 
 Image sources: ``src``, or for a lazy-loading page whose ``src`` is a data: placeholder
-``data-src`` / ``data-original`` / ``data-lazy-src``, or the first ``srcset`` candidate. A relative one resolves against the HTML file's folder,
+``data-src`` / ``data-original`` / ``data-lazy-src``, or the first ``srcset`` candidate. A
+relative one resolves against the HTML file's folder,
 a root-relative one (``/img/a.png``) against ``site_root``; the path need not exist (probing flags
 missing media later). ``http(s)://`` and other URLs stay as they are (``//host/x`` becomes
 ``https://host/x``). ``data:`` URIs are not media: they are counted in ``meta["data_uri_images"]``.
