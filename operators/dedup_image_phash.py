@@ -1,13 +1,13 @@
 """``dedup_image_phash``: near-duplicate images by perceptual hashes, at corpus scale.
 
 Signature: pHash and dHash (imagehash, 64 bits each) of the row's first image, computed from a
-bounded decode (JPEG decoded at reduced scale with ``Image.draft``, anything else reduced to at
-most 512 px before hashing), after EXIF orientation. With ``flip: true`` the mirrored image's
-hashes are added, so a mirrored copy is found too. With ``crops: true`` (the default) five
+bounded decode (JPEG decoded at reduced scale with ``Image.draft``), upright by EXIF, as one grey
+copy of at most 128 px. With ``flip: true`` the mirrored image's hashes are added, so a mirrored
+copy is found too. With ``crops: true`` (the default) five
 sub-views are hashed as well (the centre 95%, and 93% of each side anchored at each corner): a
 copy cropped by a few percent has a full view close to one of its original's sub-views, so the
 views' band keys make it a candidate and verification takes the closest (full view, sub-view)
-pair, both ways. Every view is hashed from one grey copy of at most 128 px.
+pair, both ways.
 
 Candidates, banded LSH: the 128-bit signature (pHash bits then dHash bits, or the 64 pHash bits
 alone with ``lsh_bits: phash``) is split into ``bands`` bands; rows sharing any band value are
@@ -26,9 +26,9 @@ checks per million images; fewer, wider bands scale further and guarantee less.
 
 Measured on natural-looking images (benchmarks/bench_dedup_quality.py): resize and JPEG
 re-encode move pHash by 0-2 bits, brightness +-15% by up to 8, a 2-5% crop by 8-20; unrelated
-images are 16+ bits apart. A 2-5% crop is found with recall 0.35 by the full view alone and 0.95
+images are 16+ bits apart. A 2-5% crop is found with recall 0.33 by the full view alone and 0.95
 with crop views; a 4-10% crop towards a corner 0.07 and 0.94; precision 1.0 either way. Crop views
-cost 1.8x the signing time and 6x the LSH keys; the crop table's wider bands (5 of ~26 bits) keep
+cost 2.2x the signing time and 6x the LSH keys; the crop table's wider bands (5 of ~26 bits) keep
 random candidates near linear (bench_dedup_scaling.py). ``crop_bands: 6`` finds 1.0 / 0.99 of
 crops but its random candidates grow ~40x at a million images.
 """
@@ -50,7 +50,6 @@ from schemas.record import from_table
 __all__ = ["CROP_VIEWS", "ImagePhashDedup", "ImagePhashParams", "band_keys", "crop_view", "image_hashes", "lsh_keys"]
 
 _DECODE = 256  # JPEG draft target: the decoder picks the smallest scale at least this big
-_MAX_SIDE = 512
 _HASH_BASE = 128
 #: (kept fraction of each side, x anchor, y anchor): a cropped copy's full view lands near one of
 #: these views of its original (benchmarks/bench_dedup_quality.py: 2-5% centred and 4-10% corner crops)
@@ -99,16 +98,17 @@ def image_hashes(img) -> tuple[np.uint64, np.uint64]:
 
 
 def _load(media: dict[str, Any]):
-    from PIL import Image, ImageOps
+    """The hash base: grey, upright, at most _HASH_BASE px. Every view is hashed from this one
+    small copy (pHash looks at 32x32, dHash at 9x8), so the crop views cost less than one hash of
+    the decoded image. JPEG decodes at reduced scale (``draft``)."""
+    from PIL import ImageOps
 
     with open_media(media) as f, open_image(f) as im:
         if im.format == "JPEG":
-            im.draft("RGB", (_DECODE, _DECODE))
+            im.draft("L", (_DECODE, _DECODE))
         im.load()
-        img = ImageOps.exif_transpose(im)
-        img = img.convert("RGB")
-    if max(img.size) > _MAX_SIDE:
-        img.thumbnail((_MAX_SIDE, _MAX_SIDE), Image.BILINEAR)
+        img = ImageOps.exif_transpose(im).convert("L")
+    img.thumbnail((_HASH_BASE, _HASH_BASE))
     return img
 
 
@@ -118,14 +118,6 @@ def crop_view(img, keep: float, ax: float, ay: float):
     cw, ch = max(1, round(w * keep)), max(1, round(h * keep))
     x, y = round((w - cw) * ax), round((h - ch) * ay)
     return img.crop((x, y, x + cw, y + ch))
-
-
-def _hash_base(img):
-    """Grey, at most _HASH_BASE px: every view is hashed from this one small copy (pHash looks at
-    32x32, dHash at 9x8), so the six crop views cost less than one hash of the decoded image."""
-    grey = img.convert("L")
-    grey.thumbnail((_HASH_BASE, _HASH_BASE))
-    return grey
 
 
 def _pack(bits: np.ndarray) -> np.ndarray:
@@ -215,7 +207,7 @@ class ImagePhashDedup(NearDupOperator):
         for i, row in enumerate(rows):
             media = first_media(row, "image")
             try:
-                img = _hash_base(_load(media))
+                img = _load(media)
                 ph[i], dh[i] = image_hashes(img)
                 if p.flip:
                     from PIL import ImageOps
