@@ -121,6 +121,7 @@ def main() -> None:
     from operators.audio_quality import AudioQuality
     from operators.audio_transcode import AudioTranscode
     from operators.audio_vad import AudioSegment
+    from operators.base import StageContext
     from operators.interleaved_clean import InterleavedClean
     from operators.text_clean import TextClean
     from operators.text_quality import TextQuality
@@ -146,20 +147,19 @@ def main() -> None:
             entry["audio_s_per_s"] = round(audio / cpu, 1)
         results["ops"][name] = entry
 
-    def audio_op(name: str, factory: Callable[[], Any], rows: list[dict[str, Any]], batch: int = 4) -> list[dict[str, Any]]:
-        op = factory()
-        op.artifacts_dir = str(work / "artifacts" / name)
+    def audio_op(name: str, factory: Callable[[Any], Any], rows: list[dict[str, Any]], batch: int = 4) -> list[dict[str, Any]]:
+        op = factory(StageContext(name, artifacts_dir=str(work / "artifacts" / name)))
         seconds, out = timed(op, rows, batch)
         bad = [r["status_detail"] for r in out if r["status"] == "quarantined"]
         assert not bad, bad
         record(name, seconds, len(rows), "files", audio_s)
         return out
 
-    transcoded = audio_op("audio_transcode", lambda: AudioTranscode({"sample_rate": 16000, "channels": 1}), audio_rows(paths))
-    audio_op("audio_quality (source wav)", lambda: AudioQuality({}), audio_rows(paths))
-    audio_op("audio_quality (16k flac)", lambda: AudioQuality({}), [dict(r) for r in transcoded])
+    transcoded = audio_op("audio_transcode", lambda ctx: AudioTranscode({"sample_rate": 16000, "channels": 1}, ctx), audio_rows(paths))
+    audio_op("audio_quality (source wav)", lambda ctx: AudioQuality({}, ctx), audio_rows(paths))
+    audio_op("audio_quality (16k flac)", lambda ctx: AudioQuality({}, ctx), [dict(r) for r in transcoded])
     for method in ("webrtc", "energy"):
-        audio_op(f"audio_segment ({method})", lambda m=method: AudioSegment({"method": m, "max_s": 10.0}),
+        audio_op(f"audio_segment ({method})", lambda ctx, m=method: AudioSegment({"method": m, "max_s": 10.0}, ctx),
                  [dict(r) for r in transcoded])  # fmt: skip
 
     captions = text_rows(args.captions)

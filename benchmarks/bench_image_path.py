@@ -71,14 +71,12 @@ def run_loop(folder: Path, out: Path) -> dict:
 
     from curate.config import load_pipeline
     from curate.ingest import finalize_record
-    from operators.registry import get_operator, get_reader
     from schemas.record import to_table
 
     cfg_path = out / "pipe.yaml"
     loaded = load_pipeline(cfg_path)
-    src = loaded.config.sources[0]
-    reader = get_reader(src.reader)(source=src.name, path=src.path, params=loaded.source_params[0])
-    ops = [get_operator(s.op)(p, stage=s.stage_name) for s, p in zip(loaded.config.stages, loaded.stage_params, strict=True)]
+    reader = loaded.sources[0].reader
+    ops = [s.op for s in loaded.stages]
     t0 = time.perf_counter()
     rows = []
     for ordinal, unit in enumerate(reader.plan()):

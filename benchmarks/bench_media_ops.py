@@ -89,6 +89,7 @@ def probe(rows: list[dict[str, Any]]) -> Any:
 
 def timed(name: str, op_name: str, params: dict, table: Any, art: Path, repeat: int, before=None) -> dict[str, Any]:
     import operators._frames as frames
+    from operators.base import StageContext
     from operators.registry import get_operator
     from schemas.record import from_table
 
@@ -98,8 +99,7 @@ def timed(name: str, op_name: str, params: dict, table: Any, art: Path, repeat: 
         frames.clear_cache()
         if before is not None:
             before()
-        op = get_operator(op_name)(params)
-        op.artifacts_dir = str(art / name)
+        op = get_operator(op_name)(params, StageContext(name, artifacts_dir=str(art / name)))
         t0 = time.perf_counter()
         out = op(table)
         times.append(time.perf_counter() - t0)
@@ -142,11 +142,11 @@ def main() -> None:
         for name, op_name, params, table, before in plan:
             results[name] = timed(name, op_name, params, table, art, args.repeat, before)
 
+        from operators.base import StageContext
         from operators.registry import get_operator
 
         def warm() -> None:
-            op = get_operator("video_frames")(frames_params)
-            op.artifacts_dir = str(art / "warm")
+            op = get_operator("video_frames")(frames_params, StageContext("warm", artifacts_dir=str(art / "warm")))
             op(vtable)
 
         results["video_quality_warm"] = timed("video_quality_warm", "video_quality", quality_params, vtable, art,

@@ -32,13 +32,14 @@ AUDIO_OPS = ["audio_quality", "audio_transcode", "audio_segment"]
 _CHILD = """
 import json, sys, time
 sys.path.insert(0, {root!r})
-from operators.registry import OPERATORS
+from operators.base import StageContext
+from operators.registry import OPERATORS, load_builtins
 from schemas.record import from_table, new_media, new_record, to_table
+load_builtins()
 op_name, path, modality, art = sys.argv[1:5]
 row = new_record(source="b", locator=path, layout=modality + "-text", caption="x", media=[new_media(modality, path)])
 table = OPERATORS["probe"]({{}})(to_table([row]))
-op = OPERATORS[op_name]({{}})
-op.artifacts_dir = art
+op = OPERATORS[op_name]({{}}, StageContext(op_name, artifacts_dir=art))
 t0 = time.perf_counter()
 out = from_table(op(table))
 # VmHWM: this process image's peak RSS (ru_maxrss would carry the forking parent's over exec)

@@ -29,11 +29,11 @@ def _setup_logging(verbose: bool) -> None:
             logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def _load(config: Path, overrides: list[str] | None):
+def _load(config: Path, overrides: list[str] | None, output: Path | None = None):
     from curate.config import ConfigError, load_pipeline
 
     try:
-        return load_pipeline(config, overrides or [])
+        return load_pipeline(config, overrides or [], output=output)
     except ConfigError as e:
         err.print(f"[red]config error[/red]\n{e}", markup=True, highlight=False)
         raise typer.Exit(2) from None
@@ -51,7 +51,7 @@ def run(
 ) -> None:
     """Run a curation pipeline: sources -> stages -> OUT/samples (by bucket) + OUT/summary.json."""
     _setup_logging(verbose)
-    loaded = _load(config, set_)
+    loaded = _load(config, set_, output)
     from curate.engine import Engine, RunError
     from curate.report import print_summary
 
@@ -111,9 +111,10 @@ def operators(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """List registered readers and operators with their parameters and the scores they write."""
-    from operators.registry import OPERATORS, READERS, get_operator
+    from operators.base import GlobalOperator
+    from operators.registry import OPERATORS, READERS, load_builtins
 
-    get_operator("filter")
+    load_builtins()
     entries = []
     for kind, reg in (("reader", READERS), ("operator", OPERATORS)):
         for name, cls in sorted(reg.items()):
@@ -124,7 +125,7 @@ def operators(
                     "doc": (cls.__doc__ or "").strip().split("\n")[0],
                     "params": [dict(zip(("name", "type", "default", "description"), r, strict=True)) for r in _params_rows(cls.Params)],
                     "writes": dict(getattr(cls, "writes", {}) or {}),
-                    "global": getattr(cls, "kind", "") == "global",
+                    "global": issubclass(cls, GlobalOperator),
                 }
             )
     if as_json:
@@ -192,9 +193,10 @@ def mix(
 ) -> None:
     """Mix one stage into WebDataset shards that follow its ratios; print target vs achieved."""
     _setup_logging(verbose)
-    from curate.config import ConfigError, load_mixture
+    from mixtures.config import load_mixture
     from mixtures.mixer import MixError, mix_stage
     from mixtures.report import print_report
+    from schemas.config_file import ConfigError
 
     try:
         cfg = load_mixture(mixture, set_ or [])

@@ -48,5 +48,5 @@ def run_demo(
     # a maker returns the path of each source by name, or the source is the folder of that name
     found = {name: paths.get(name, output / data_dir / name) for name in sources}
     overrides = [f"sources.{name}.path={path}" for name, path in sorted(found.items())]
-    loaded = load_pipeline(demo_pipeline_path(pipeline), overrides)
+    loaded = load_pipeline(demo_pipeline_path(pipeline), overrides, output=output / run_dir)
     return Engine(loaded, output / run_dir, address=address, fresh=True, progress=progress).run()

@@ -11,7 +11,6 @@ broken input is quarantined. ``curate.outputs`` then writes OUT/samples and OUT/
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -29,8 +28,9 @@ from curate.ingest import IngestFn
 from curate.outputs import finalize
 from curate.runtime import ray_session
 from curate.sinks import UnitSink
-from operators.base import BatchOperator, FusedOperators, GlobalOperator, Operator, Reader
-from operators.registry import get_operator, get_reader
+from operators.base import BatchOperator, FusedOperators, GlobalOperator, Operator, Reader, StageContext
+from operators.registry import get_operator
+from schemas.hashing import fingerprint
 
 __all__ = ["Engine", "RunError", "plan_fingerprint"]
 
@@ -51,16 +51,14 @@ class Segment:
 def plan_fingerprint(loaded: LoadedPipeline) -> str:
     cfg = loaded.config
     body = {"sources": [s.model_dump() for s in cfg.sources], "stages": [s.model_dump() for s in cfg.stages]}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return fingerprint(body)
 
 
 class _StatefulOp:
     """Actor wrapper: builds the (model-backed) operator once per worker."""
 
-    def __init__(self, op_name: str, params: dict, stage: str, batch_size: int | None, artifacts_dir: str | None) -> None:
-        self.op = get_operator(op_name)(params, stage=stage)
-        self.op.batch_size = batch_size
-        self.op.artifacts_dir = artifacts_dir
+    def __init__(self, op_name: str, params: dict, ctx: StageContext) -> None:
+        self.op = get_operator(op_name)(params, ctx)
 
     def __call__(self, batch):
         return self.op(batch)
@@ -76,9 +74,9 @@ class Engine:
         fresh: bool = False,
         progress: bool = True,
     ) -> None:
-        self.loaded = loaded
-        self.cfg = loaded.config
         self.out = Path(output).resolve()
+        self.loaded = loaded.for_output(self.out)
+        self.cfg = loaded.config
         self.work = self.out / "_work"
         self.address = address
         self.fresh = fresh
@@ -88,26 +86,15 @@ class Engine:
 
     # -- plan -------------------------------------------------------------------------------
     def _readers(self) -> dict[str, Reader]:
-        readers = {}
-        for src, params in zip(self.cfg.sources, self.loaded.source_params, strict=True):
-            if not src.enabled:
-                continue
-            cls = get_reader(src.reader)
-            readers[src.name] = cls(
-                source=src.name, path=src.path, license=src.license, params=params, units_per_file=self.cfg.ray.units_per_file
-            )
-        return readers
+        return {s.spec.name: s.reader for s in self.loaded.sources if s.spec.enabled}
 
     def _segments(self) -> list[Segment]:
         segments = [Segment(0, None)]
-        for st, params in zip(self.cfg.stages, self.loaded.stage_params, strict=True):
-            op = get_operator(st.op)(params, stage=st.stage_name)
-            op.batch_size = st.resources.batch_size
-            op.artifacts_dir = str(self.out / "artifacts" / st.stage_name)
-            if isinstance(op, GlobalOperator):
-                segments.append(Segment(len(segments), op))
+        for st in self.loaded.stages:
+            if isinstance(st.op, GlobalOperator):
+                segments.append(Segment(len(segments), st.op))
             else:
-                segments[-1].stages.append((op, st.resources))
+                segments[-1].stages.append((st.op, st.spec.resources))
         return segments
 
     def _check_output(self) -> None:
@@ -150,7 +137,7 @@ class Engine:
                 rerun_rest = rerun_rest or ran
                 info["segments"][-1]["seconds"] = round(time.time() - started, 3)
         info["elapsed_s"] = round(time.time() - t0, 3)
-        return finalize(self, self._segment_dir(self.segments[-1]), info)
+        return finalize(self.out, self.loaded, self._segment_dir(self.segments[-1]), info)
 
     @contextmanager
     def _watch(self, label: str, total: int, count: Callable[[], int]) -> Iterator[None]:
@@ -214,9 +201,7 @@ class Engine:
                     fn_constructor_kwargs={
                         "op_name": op.name,
                         "params": op.params.model_dump(by_alias=True),
-                        "stage": op.stage,
-                        "batch_size": op.batch_size,
-                        "artifacts_dir": op.artifacts_dir,
+                        "ctx": op.ctx,
                     },
                     concurrency=res.concurrency or 1,
                     **kwargs,

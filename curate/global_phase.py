@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import math
 import shutil
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +33,9 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from curate.sinks import write_atomic
 from operators.base import GlobalOperator
+from schemas.files import atomic_write_parquet
+from schemas.hashing import partition_of
 
 __all__ = ["ApplyFn", "decide_globally"]
 
@@ -46,19 +46,6 @@ ROWS_PER_PARTITION = 1_000_000
 ROWS_PER_EDGE_PARTITION = 50_000
 
 
-def _partition_of(keys: pa.Array, partitions: int) -> list[int] | np.ndarray:
-    if pa.types.is_integer(keys.type):
-        x = pc.fill_null(keys, 0).to_numpy(zero_copy_only=False).astype(np.int64).view(np.uint64)
-        with np.errstate(over="ignore"):  # splitmix64's finaliser: deterministic in every process
-            x = x ^ (x >> np.uint64(30))
-            x = x * np.uint64(0xBF58476D1CE4E5B9)
-            x = x ^ (x >> np.uint64(27))
-            x = x * np.uint64(0x94D049BB133111EB)
-            x = x ^ (x >> np.uint64(31))
-        return (x % np.uint64(partitions)).astype(np.int32)
-    return [zlib.crc32(k.encode()) % partitions for k in keys.to_pylist()]
-
-
 def _summarize_file(op: GlobalOperator, path: str, partitions: int, keys_dir: str) -> int:
     table = pq.read_table(path)
     summary = op.summarize(table)
@@ -66,9 +53,9 @@ def _summarize_file(op: GlobalOperator, path: str, partitions: int, keys_dir: st
         return 0
     stem = Path(path).stem
     summary = summary.append_column("_file", pa.array([stem] * summary.num_rows, pa.string()))
-    part = pa.array(_partition_of(summary["_key"].combine_chunks(), partitions), pa.int32())
+    part = pa.array(partition_of(summary["_key"].combine_chunks(), partitions), pa.int32())
     for p in pc.unique(part).to_pylist():
-        write_atomic(summary.filter(pc.equal(part, p)), Path(keys_dir) / f"p{p:05d}" / f"{stem}.parquet")
+        atomic_write_parquet(summary.filter(pc.equal(part, p)), Path(keys_dir) / f"p{p:05d}" / f"{stem}.parquet")
     return summary.num_rows
 
 
@@ -77,14 +64,14 @@ def _decide_partition(op: GlobalOperator, part_dir: str, out_path: str) -> int:
     summary = pa.concat_tables([pq.read_table(f) for f in files])
     if op.has_combine():  # partial results; ``combine`` names each decided id's file
         partial = op.decide(summary)
-        write_atomic(partial, Path(out_path))
+        atomic_write_parquet(partial, Path(out_path))
         return partial.num_rows
     decisions = op.decide(summary.drop_columns(["_file"]))
     if decisions.num_rows:
         decisions = decisions.join(summary.select(["id", "_file"]), "id", join_type="left outer")
     else:
         decisions = decisions.append_column("_file", pa.array([], pa.string()))
-    write_atomic(decisions, Path(out_path))
+    atomic_write_parquet(decisions, Path(out_path))
     return decisions.num_rows
 
 
@@ -117,7 +104,7 @@ def _combine(op: GlobalOperator, partial_dir: str, out_path: str) -> int:
     decisions = op.combine(partials)
     if "_file" not in decisions.column_names:
         raise ValueError(f"{op.stage}: combine() must return a `_file` column with each id's file")
-    write_atomic(decisions, Path(out_path))
+    atomic_write_parquet(decisions, Path(out_path))
     return decisions.num_rows
 
 

@@ -11,9 +11,10 @@ from typing import Any
 import pyarrow as pa
 
 from operators.base import FATAL_ERRORS, Reader, mark
-from operators.media_io import MediaMissing, MediaUnavailable, sha256_media
+from operators.errors import media_failure
+from operators.media_io import MediaUnavailable, sha256_media
 from schemas.enums import Layout, ReasonCode, Status
-from schemas.record import content_hash, record_id, to_table
+from schemas.record import content_hash, record_id, set_media_error, to_table
 
 __all__ = ["IngestFn", "finalize_record"]
 
@@ -33,20 +34,19 @@ def _hash_media(rec: dict[str, Any], operator: str) -> None:
             # web media is never downloaded at ingest (no network, no hanging workers)
             detail = f"{m['uri']}: http(s) media is not downloaded by ingest"
             if interleaved:
-                m["error"] = f"{ReasonCode.REMOTE_MEDIA}: {detail}"
+                set_media_error(m, ReasonCode.REMOTE_MEDIA, detail)
             elif rec["status"] == Status.KEPT.value:
                 mark(rec, Status.QUARANTINED, operator, ReasonCode.REMOTE_MEDIA, detail)
             continue
         try:
             m["sha256"], m["bytes"] = sha256_media(m)
-        except (MediaUnavailable, OSError) as e:
-            missing = isinstance(e, MediaMissing | FileNotFoundError)
-            reason = ReasonCode.MISSING_FILE if missing else ReasonCode.UNREADABLE
+        except MediaUnavailable as e:
+            failure = media_failure(e)
             if interleaved:  # a document keeps its other parts; the item says what is wrong
-                m["error"] = f"{reason}: {e}"
+                set_media_error(m, failure.reason, failure.detail)
                 continue
             if rec["status"] == Status.KEPT.value:
-                mark(rec, Status.QUARANTINED, operator, reason, str(e))
+                mark(rec, Status.QUARANTINED, operator, failure.reason, failure.detail)
 
 
 def finalize_record(rec: dict[str, Any], *, unit: str, ordinal: int, row: int, reader: str) -> dict[str, Any]:

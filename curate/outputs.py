@@ -20,11 +20,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate.media_hours import media_hours
-from curate.sinks import write_atomic
 from schemas.enums import Status
+from schemas.files import atomic_write_json, atomic_write_parquet
 
 if TYPE_CHECKING:
-    from curate.engine import Engine
+    from curate.config import LoadedPipeline
 
 __all__ = ["UNASSIGNED", "finalize", "ledger_counts"]
 
@@ -99,16 +99,17 @@ def _write_buckets(kept: pa.Table, samples: Path, part: str) -> None:
     lengths = pc.fill_null(pc.list_value_length(kept["buckets"]), 0)
     unassigned = kept.filter(pc.equal(lengths, 0))
     if unassigned.num_rows:
-        write_atomic(unassigned, samples / f"bucket={UNASSIGNED}" / part)
+        atomic_write_parquet(unassigned, samples / f"bucket={UNASSIGNED}" / part)
     flat = pc.list_flatten(kept["buckets"])
     parents = pc.list_parent_indices(kept["buckets"])
     for bucket in sorted(pc.unique(flat).to_pylist()):
         rows = pc.filter(parents, pc.equal(flat, bucket))
-        write_atomic(kept.take(rows), samples / f"bucket={bucket}" / part)
+        atomic_write_parquet(kept.take(rows), samples / f"bucket={bucket}" / part)
 
 
-def finalize(engine: Engine, final_dir: Path, info: dict[str, Any]) -> dict[str, Any]:
-    out = engine.out
+def finalize(out: Path, loaded: LoadedPipeline, final_dir: Path, info: dict[str, Any]) -> dict[str, Any]:
+    """Write OUT/samples (by bucket), OUT/rejected, OUT/quarantine.jsonl and OUT/summary.json
+    from the last segment's files; returns the summary."""
     samples, rejected = out / "samples", out / "rejected"
     for d in (samples, rejected):
         shutil.rmtree(d, ignore_errors=True)
@@ -123,15 +124,15 @@ def finalize(engine: Engine, final_dir: Path, info: dict[str, Any]) -> dict[str,
         _write_buckets(table.filter(is_kept), samples, part)
         rest = table.filter(pc.invert(is_kept))
         if rest.num_rows:
-            write_atomic(rest, rejected / part)
+            atomic_write_parquet(rest, rejected / part)
             q = rest.filter(pc.equal(rest["status"], Status.QUARANTINED.value))
             for row in q.select(["id", "source", "locator", "status_operator", "status_reason", "status_detail"]).to_pylist():
                 quarantine_lines.append(json.dumps(row, ensure_ascii=False))
     (out / "quarantine.jsonl").write_text("".join(line + "\n" for line in quarantine_lines))
-    cfg = engine.cfg
+    cfg = loaded.config
     summary = {
         "pipeline": cfg.name,
-        "config": str(engine.loaded.file),
+        "config": str(loaded.file),
         "output": str(out),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **ledger.as_dict(),
@@ -139,7 +140,5 @@ def finalize(engine: Engine, final_dir: Path, info: dict[str, Any]) -> dict[str,
         "stages": [{"name": s.stage_name, "op": s.op} for s in cfg.stages],
         "run": info,
     }
-    tmp = out / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2, sort_keys=False))
-    tmp.replace(out / "summary.json")
+    atomic_write_json(out / "summary.json", summary)
     return summary

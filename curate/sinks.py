@@ -3,25 +3,17 @@ name and renames, so at-least-once execution gives exactly-once files."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from ray.data import Datasink
 from ray.data.block import Block, BlockAccessor
 
-__all__ = ["UnitSink", "write_atomic"]
+from schemas.files import atomic_write_parquet
 
-
-def write_atomic(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
+__all__ = ["UnitSink"]
 
 
 class UnitSink(Datasink):
@@ -41,6 +33,6 @@ class UnitSink(Datasink):
                 continue
             for unit in pc.unique(table["unit"]).to_pylist():
                 part = table.filter(pc.equal(table["unit"], unit))
-                write_atomic(part, self.directory / f"{unit}.parquet")
+                atomic_write_parquet(part, self.directory / f"{unit}.parquet")
                 written.append((unit, part.num_rows))
         return written

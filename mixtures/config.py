@@ -3,11 +3,13 @@ groups over the curated table, in one unit (samples, tokens or seconds), with a 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from operators.conditions import Match
+from schemas.config_file import load_document, validate_document
 
 __all__ = [
     "AudioEstimator",
@@ -20,6 +22,7 @@ __all__ = [
     "StageMix",
     "TextEstimator",
     "VideoEstimator",
+    "load_mixture",
 ]
 
 _NAME = r"^[A-Za-z0-9_\-]+$"
@@ -179,3 +182,9 @@ class MixtureConfig(_Strict):
             if s.name == name:
                 return s
         raise KeyError(f"no stage '{name}' (stages: {', '.join(s.name for s in self.stages)})")
+
+
+def load_mixture(path: str | Path, overrides: list[str] | None = None) -> MixtureConfig:
+    """Parse and validate a mixture YAML, with the same file:line: key errors as pipelines."""
+    data, doc = load_document(path, overrides)
+    return validate_document(MixtureConfig, data, doc)

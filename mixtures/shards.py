@@ -18,15 +18,11 @@ import pyarrow.parquet as pq
 import webdataset as wds
 
 from operators.media_io import read_media_bytes
+from schemas.media_types import DEFAULT_MEMBER_EXT, MEMBER_EXT, MEMBER_PREFIX
 from schemas.record import from_table
 
 __all__ = ["ShardJob", "check_key", "media_members", "write_shard"]
 
-_EXT = {"jpeg": "jpg", "jpg": "jpg", "png": "png", "webp": "webp", "gif": "gif", "bmp": "bmp", "tiff": "tiff", "svg": "svg",
-        "mp4": "mp4", "mov": "mov", "webm": "webm", "matroska": "mkv", "mkv": "mkv", "avi": "avi",
-        "wav": "wav", "flac": "flac", "mp3": "mp3", "ogg": "ogg", "m4a": "m4a", "opus": "opus"}  # fmt: skip
-_PREFIX = {"image": "img", "video": "vid", "audio": "aud"}
-_DEFAULT_EXT = {"image": "jpg", "video": "mp4", "audio": "wav"}
 _RECORD_FIELDS = (
     "id", "source", "locator", "license", "layout", "modalities", "tasks", "buckets", "caption", "alt_text",
     "instruction", "response", "transcript", "text", "language", "conversation", "interleaved", "preference",
@@ -45,11 +41,11 @@ def check_key(key: str) -> str:
 
 def _ext(media: dict[str, Any]) -> str:
     fmt = (media.get("format") or "").lower().split(",")[0]
-    if fmt in _EXT:
-        return _EXT[fmt]
+    if fmt in MEMBER_EXT:
+        return MEMBER_EXT[fmt]
     name = media.get("member") or media.get("uri") or ""
     suffix = os.path.splitext(name)[1].lstrip(".").lower()
-    return _EXT.get(suffix, suffix or _DEFAULT_EXT.get(media.get("modality") or "", "bin"))
+    return MEMBER_EXT.get(suffix, suffix or DEFAULT_MEMBER_EXT.get(media.get("modality") or "", "bin"))
 
 
 def media_members(media: list[dict[str, Any]]) -> list[tuple[int, str]]:
@@ -61,7 +57,7 @@ def media_members(media: list[dict[str, Any]]) -> list[tuple[int, str]]:
     counters: dict[str, int] = defaultdict(int)
     out = []
     for i, m in usable:
-        prefix = _PREFIX.get(m.get("modality") or "", "media")
+        prefix = MEMBER_PREFIX.get(m.get("modality") or "", "media")
         out.append((i, f"{prefix}{counters[prefix]}.{_ext(m)}"))
         counters[prefix] += 1
     return out

@@ -1,4 +1,5 @@
-"""Every registered operator and reader. Importing this package registers the built-ins."""
+"""Operators and readers: the bases, the registry. ``operators.registry.load_builtins()`` (called by
+``get_operator`` / ``get_reader``) imports the built-in modules listed in ``BUILTIN_MODULES``."""
 
 from operators.base import (
     BatchOperator,
@@ -10,22 +11,18 @@ from operators.base import (
     Reader,
     RowOperator,
     SkipSample,
+    StageContext,
     Unit,
 )
-from operators.registry import OPERATORS, READERS, get_operator, get_reader, register_operator, register_reader
-
-
-def _register_builtins() -> None:
-    """Import every module and sub-package here: their decorators register the built-ins."""
-    import importlib
-    import pkgutil
-
-    for info in pkgutil.iter_modules(__path__):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{info.name}")
-
-
-_register_builtins()
+from operators.registry import (
+    OPERATORS,
+    READERS,
+    get_operator,
+    get_reader,
+    load_builtins,
+    register_operator,
+    register_reader,
+)
 
 __all__ = [
     "OPERATORS",
@@ -39,9 +36,11 @@ __all__ = [
     "Reader",
     "RowOperator",
     "SkipSample",
+    "StageContext",
     "Unit",
     "get_operator",
     "get_reader",
+    "load_builtins",
     "register_operator",
     "register_reader",
 ]

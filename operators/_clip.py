@@ -38,14 +38,16 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 from pydantic import Field
 
-from operators.base import BatchOperator, OperatorError, Params
-from operators.media_io import MediaMissing, MediaUnavailable, open_image, open_media, uri_of
-from schemas.enums import Layout, ReasonCode
+from operators.base import BatchOperator, OperatorError, Params, StageContext
+from operators.errors import media_failure
+from operators.media_io import open_image, open_media, uri_of
+from schemas.enums import Layout
+from schemas.text import pairing_text
 
 __all__ = [
     "CLIP_REQUIRES",
@@ -58,7 +60,6 @@ __all__ = [
     "load_clip",
     "middle_frame",
     "resolve_spec",
-    "row_text",
 ]
 
 log = logging.getLogger(__name__)
@@ -78,8 +79,6 @@ _PREFERRED_IN_DIR = (
     "model.pt",
     "model.pth",
 )
-#: text of a row, in this order, for image-text similarity
-DEFAULT_TEXT_FIELDS = ("caption", "alt_text", "instruction", "conversation")
 KEYFRAME_ROLE = "keyframe"
 
 
@@ -555,21 +554,6 @@ class ImageJob:
     text: str | None = None  #: the text this image is compared with (clip_score)
 
 
-def row_text(row: dict[str, Any], fields: Iterable[str] = DEFAULT_TEXT_FIELDS) -> str | None:
-    """The text an image of this row is scored against: the first non-empty of ``fields``
-    (``conversation`` means the first user turn)."""
-    for name in fields:
-        if name == "conversation":
-            for turn in row.get("conversation") or []:
-                if turn and turn.get("role") == "user" and (turn.get("text") or "").strip():
-                    return turn["text"].replace("<image>", " ").strip() or None
-            continue
-        value = row.get(name)
-        if isinstance(value, str) and value.strip():
-            return value.strip()
-    return None
-
-
 def _interleaved_texts(row: dict[str, Any]) -> dict[int, str]:
     """media_index -> the nearest text segment of an interleaved document (on a tie, the one
     after the image: captions usually follow their image)."""
@@ -597,7 +581,7 @@ def image_jobs(row: dict[str, Any], index: int, *, text_fields: Iterable[str] | 
     has_keyframes = any(m.get("role") == KEYFRAME_ROLE for m in media)
     doc = is_document(row)
     near = _interleaved_texts(row) if (doc and text_fields is not None) else {}
-    text = row_text(row, text_fields) if text_fields is not None else None
+    text = pairing_text(row, text_fields) if text_fields is not None else None
     jobs = []
     for i, m in enumerate(media):
         if m.get("error"):
@@ -618,7 +602,10 @@ class _Failed:
         self.error = error
 
 
-class ClipOperator(BatchOperator):
+CP = TypeVar("CP", bound=ClipParams)
+
+
+class ClipOperator(BatchOperator[CP]):
     """Base of the CLIP-backed operators: weights checked on the driver, model loaded once per
     worker (the engine runs ``stateful`` operators as an actor pool), images embedded in batches."""
 
@@ -626,8 +613,8 @@ class ClipOperator(BatchOperator):
     requires: ClassVar[tuple[tuple[str, str], ...]] = CLIP_REQUIRES
     default_batch_size: ClassVar[int] = 256
 
-    def __init__(self, params: Any = None, *, stage: str | None = None) -> None:
-        super().__init__(params, stage=stage)
+    def __init__(self, params: Any = None, ctx: StageContext | None = None, *, stage: str | None = None) -> None:
+        super().__init__(params, ctx, stage=stage)
         self._spec: ClipSpec | None = None
         self._bundle: ClipBundle | None = None
 
@@ -648,7 +635,7 @@ class ClipOperator(BatchOperator):
     @property
     def bundle(self) -> ClipBundle:
         if self._bundle is None:
-            p: ClipParams = self.params  # type: ignore[assignment]
+            p = self.params
             self._bundle = load_clip(
                 self.spec(), device=p.device, precision=p.precision, threads=p.threads, batch_size=p.batch_size
             )
@@ -672,7 +659,7 @@ class ClipOperator(BatchOperator):
         """
         import torch
 
-        p: ClipParams = self.params  # type: ignore[assignment]
+        p = self.params
         b = self.bundle
         out: list[np.ndarray | BaseException] = [None] * len(jobs)  # type: ignore[list-item]
 
@@ -705,19 +692,14 @@ class ClipOperator(BatchOperator):
 
     def fail_row(self, row: dict[str, Any], error: BaseException, media: dict[str, Any]) -> None:
         """A row whose image cannot be decoded is quarantined with the reason."""
-        if isinstance(error, MediaMissing):
-            reason = ReasonCode.MISSING_FILE
-        elif isinstance(error, MediaUnavailable):
-            reason = ReasonCode.UNREADABLE
-        else:
-            reason = ReasonCode.CORRUPT_MEDIA
-        self.quarantine(row, reason, f"{uri_of(media)}: {type(error).__name__}: {error}")
+        failure = media_failure(error, uri_of(media))
+        self.quarantine(row, failure.reason, failure.detail)
 
     def row_embeddings(self, rows: list[dict[str, Any]], text_fields: Iterable[str] | None = None
                        ) -> list[list[tuple[ImageJob, np.ndarray]]]:  # fmt: skip
         """Per row, its (job, embedding) pairs. A broken image quarantines its row, except in
         documents (interleaved), where the image is skipped."""
-        p: ClipParams = self.params  # type: ignore[assignment]
+        p = self.params
         fields = tuple(text_fields) if text_fields is not None else None
         jobs = [j for i, r in enumerate(rows) for j in image_jobs(r, i, text_fields=fields, limit=p.max_images_per_row)]
         embs = self.embed(jobs)

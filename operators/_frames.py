@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 
 from operators.base import FATAL_ERRORS, SkipSample
-from operators.media_io import MediaMissing, MediaUnavailable, open_media, uri_of
+from operators.errors import media_failure
+from operators.media_io import MediaUnavailable, open_media, uri_of
 from schemas.enums import ReasonCode
 
 __all__ = [
@@ -122,15 +123,14 @@ def open_av(media: dict[str, Any], **kwargs: Any) -> Iterator[Any]:
     try:
         f = open_media(media)
     except MediaUnavailable as e:
-        missing = isinstance(e, MediaMissing) or isinstance(e.__cause__, FileNotFoundError)
-        raise SkipSample(ReasonCode.MISSING_FILE if missing else ReasonCode.UNREADABLE, str(e)) from e
+        raise media_failure(e) from e
     with f:
         try:
             container = av.open(f, mode="r", metadata_errors="ignore", **kwargs)
         except FATAL_ERRORS:
             raise
         except Exception as e:  # noqa: BLE001 - a file FFmpeg cannot open is not usable media
-            raise SkipSample(ReasonCode.CORRUPT_MEDIA, f"{uri_of(media)}: {type(e).__name__}: {e}") from e
+            raise media_failure(e, uri_of(media)) from e
         with container:
             yield container
 
@@ -376,7 +376,7 @@ def sample_frames(
         except (SkipSample, *FATAL_ERRORS):
             raise
         except Exception as e:  # noqa: BLE001 - a decoder error means the bytes are not usable
-            raise SkipSample(ReasonCode.CORRUPT_MEDIA, f"{uri_of(media)}: {type(e).__name__}: {e}") from e
+            raise media_failure(e, uri_of(media)) from e
     n = len(times)
     rgb = np.zeros((n, size[1], size[0], 3), np.uint8)
     nxt = np.zeros((n, size[1], size[0]), np.uint8)

@@ -38,7 +38,7 @@ from pydantic import Field
 
 from operators._clip import ClipOperator, ClipParams, embed_dim_of
 from operators._meta import load_meta
-from operators.base import OperatorError
+from operators.base import OperatorError, StageContext
 from operators.registry import register_operator
 
 __all__ = ["AestheticHead", "AestheticScore", "AestheticScoreParams", "load_head"]
@@ -145,23 +145,22 @@ def load_head(path: str | Path, activation: str = "none") -> AestheticHead:
 
 
 @register_operator
-class AestheticScore(ClipOperator):
+class AestheticScore(ClipOperator[AestheticScoreParams]):
     """LAION-style aesthetic predictor: a linear/MLP head over CLIP image embeddings."""
 
     name: ClassVar[str] = "aesthetic_score"
-    Params: ClassVar[type[AestheticScoreParams]] = AestheticScoreParams
     writes: ClassVar[dict[str, str]] = {
         "aesthetic_score": "predicted aesthetic score (the head's scale; LAION: 1-10), mean over the row's images",
         "aesthetic_score_min": "the lowest aesthetic score of the row's images",
     }
 
-    def __init__(self, params: Any = None, *, stage: str | None = None) -> None:
-        super().__init__(params, stage=stage)
+    def __init__(self, params: Any = None, ctx: StageContext | None = None, *, stage: str | None = None) -> None:
+        super().__init__(params, ctx, stage=stage)
         self._head: AestheticHead | None = None
 
     def head(self) -> AestheticHead:
         if self._head is None:
-            p: AestheticScoreParams = self.params  # type: ignore[assignment]
+            p = self.params
             path = Path(os.path.expanduser(p.head)).resolve()
             if not path.is_file():
                 raise OperatorError(f"{self.where}.head: no such file: {path}; give the head's weights (.safetensors/.pt/.npz)")
@@ -189,7 +188,7 @@ class AestheticScore(ClipOperator):
         return np.asarray(emb, dtype=np.float32)
 
     def process_batch(self, rows: list[dict[str, Any]]) -> None:
-        p: AestheticScoreParams = self.params  # type: ignore[assignment]
+        p = self.params
         head = self.head()
         stored = [self.stored_embedding(r) if p.reuse_embedding else None for r in rows]
         todo = [i for i, e in enumerate(stored) if e is None]

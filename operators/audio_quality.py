@@ -237,11 +237,10 @@ class AudioQualityParams(Params):
 
 
 @register_operator
-class AudioQuality(RowOperator):
+class AudioQuality(RowOperator[AudioQualityParams]):
     """Measure loudness (BS.1770), level, clipping, silence and an SNR estimate of audio, streaming."""
 
     name: ClassVar[str] = "audio_quality"
-    Params: ClassVar[type[Params]] = AudioQualityParams
     default_batch_size: ClassVar[int] = 16
     requires: ClassVar[tuple[tuple[str, str], ...]] = (("av", "av>=12"), ("scipy", "scipy>=1.10"))
     writes: ClassVar[dict[str, str]] = {
@@ -255,7 +254,7 @@ class AudioQuality(RowOperator):
     }
 
     def process(self, row: dict[str, Any]) -> None:
-        p: AudioQualityParams = self.params  # type: ignore[assignment]
+        p = self.params
         media = audio_item(row, p.from_video)
         if media is None:
             return

@@ -36,7 +36,8 @@ import numpy as np
 from pydantic import Field
 
 from operators.base import FATAL_ERRORS, OperatorError, Params, RowOperator, SkipSample
-from operators.media_io import MediaMissing, MediaUnavailable, open_media, sha256_media, uri_of
+from operators.errors import media_failure
+from operators.media_io import MediaUnavailable, open_media, sha256_media, uri_of
 from operators.registry import register_operator
 from schemas.enums import Modality, ReasonCode
 
@@ -129,8 +130,7 @@ class AudioDecoder:
         try:
             self._file = open_media(self.media)
         except MediaUnavailable as e:
-            missing = isinstance(e, MediaMissing) or isinstance(e.__cause__, FileNotFoundError)
-            raise SkipSample(ReasonCode.MISSING_FILE if missing else ReasonCode.UNREADABLE, f"{where}: {e}") from e
+            raise media_failure(e, where) from e
         try:
             self._container = av.open(self._file, mode="r", metadata_errors="ignore")
             streams = self._container.streams.audio
@@ -149,7 +149,7 @@ class AudioDecoder:
             raise
         except Exception as e:  # noqa: BLE001 - the container cannot be parsed
             self.__exit__(None, None, None)
-            raise SkipSample(ReasonCode.CORRUPT_MEDIA, f"{where}: {type(e).__name__}: {e}") from e
+            raise media_failure(e, where) from e
         self.sample_rate = int(self._want_rate or self.source_rate)
         self.channels = int(self._want_channels or self.source_channels)
         self.source_codec = self.stream.codec_context.name
@@ -185,7 +185,7 @@ class AudioDecoder:
         except (SkipSample, *FATAL_ERRORS):
             raise
         except av.FFmpegError as e:
-            raise SkipSample(ReasonCode.CORRUPT_MEDIA, f"{uri_of(self.media)}: {type(e).__name__}: {e}") from e
+            raise media_failure(e, uri_of(self.media)) from e
 
     def _take(self, arr: np.ndarray, limit: int | None) -> np.ndarray | None:
         arr = np.asarray(arr, dtype=np.float32).reshape(self.channels, -1)
@@ -297,11 +297,10 @@ class AudioTranscodeParams(Params):
 
 
 @register_operator
-class AudioTranscode(RowOperator):
+class AudioTranscode(RowOperator[AudioTranscodeParams]):
     """Decode and resample audio (and optionally video audio tracks) to FLAC/WAV files, streaming."""
 
     name: ClassVar[str] = "audio_transcode"
-    Params: ClassVar[type[Params]] = AudioTranscodeParams
     default_batch_size: ClassVar[int] = 16
     requires: ClassVar[tuple[tuple[str, str], ...]] = (("av", "av>=12"),)
     writes: ClassVar[dict[str, str]] = {
@@ -309,7 +308,7 @@ class AudioTranscode(RowOperator):
     }
 
     def _matches(self, media: dict[str, Any]) -> bool:
-        p: AudioTranscodeParams = self.params  # type: ignore[assignment]
+        p = self.params
         return (
             not p.force
             and media.get("codec") == FORMATS[p.format][0]
@@ -319,7 +318,7 @@ class AudioTranscode(RowOperator):
         )
 
     def process(self, row: dict[str, Any]) -> None:
-        p: AudioTranscodeParams = self.params  # type: ignore[assignment]
+        p = self.params
         media_list = row.get("media") or []
         jobs: list[tuple[int, dict[str, Any]]] = []
         for i, m in enumerate(media_list):

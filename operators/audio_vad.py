@@ -236,11 +236,10 @@ def _timed_pieces(meta: dict[str, Any]) -> list[dict[str, Any]] | None:
 
 
 @register_operator
-class AudioSegment(ExpandOperator):
+class AudioSegment(ExpandOperator[AudioSegmentParams]):
     """Split long recordings into utterance-length child rows by voice activity (WebRTC or energy VAD)."""
 
     name: ClassVar[str] = "audio_segment"
-    Params: ClassVar[type[Params]] = AudioSegmentParams
     default_batch_size: ClassVar[int] = 4
     requires: ClassVar[tuple[tuple[str, str], ...]] = (("av", "av>=12"), ("webrtcvad", "webrtcvad-wheels>=2.0.10"))
     writes: ClassVar[dict[str, str]] = {
@@ -274,7 +273,7 @@ class AudioSegment(ExpandOperator):
                 )
 
     def expand(self, row: dict[str, Any]) -> list[dict[str, Any]] | None:
-        p: AudioSegmentParams = self.params  # type: ignore[assignment]
+        p = self.params
         media = audio_item(row, p.from_video)
         if media is None:
             return None
@@ -303,7 +302,7 @@ class AudioSegment(ExpandOperator):
         spans: list[Span],
         speech: np.ndarray,
     ) -> list[dict[str, Any]]:
-        p: AudioSegmentParams = self.params  # type: ignore[assignment]
+        p = self.params
         folder = output_folder(self, p.output_dir)
         suffix = FORMATS[p.format][1]
         children: list[dict[str, Any]] = []

@@ -1,11 +1,14 @@
-"""Operator and reader base classes, and the error policy they share.
+"""Operator and reader base classes: one contract for every stage.
 
-A concrete row operator implements one method, ``process(row)``: it reads the record dict,
-writes its numbers into ``row["scores"]`` (or media metadata), and may call ``self.drop`` or raise
-``SkipSample``. The base does the rest: skipping rows that are no longer kept, turning per-row
-errors into quarantine entries with a reason, lineage, and Arrow conversion.
+An operator is built once per process from its typed params and a ``StageContext`` (stage name,
+rows per call, artifacts folder), and is a picklable callable ``pa.Table -> pa.Table``. Its base
+is generic over its params model (``class Filter(RowOperator[FilterParams])``: ``self.params`` is
+a ``FilterParams``). A row operator implements ``process(row)``, a batch operator
+``process_batch(rows)``, an expanding one ``expand(row)``, a global one ``summarize / decide /
+apply``. The base does the rest: skipping rows that are no longer kept, lineage, Arrow
+conversion, and the error policy of ``operators.errors`` (written once, in ``_guard``).
 
-Operators know nothing of Ray: an instance is a picklable callable ``pa.Table -> pa.Table``.
+Operators know nothing of Ray.
 """
 
 from __future__ import annotations
@@ -13,49 +16,37 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
-from typing import Any, ClassVar
+import typing
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, TypeVar
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
+from operators.errors import FATAL_ERRORS, OperatorError, SkipSample
 from schemas.enums import ReasonCode, Status
 from schemas.record import from_table, new_record, to_table
 
 __all__ = [
     "FATAL_ERRORS",
-    "FusedOperators",
-    "GlobalOperator",
     "BatchOperator",
     "EmptyParams",
     "ExpandOperator",
+    "FusedOperators",
+    "GlobalOperator",
     "Operator",
     "OperatorError",
     "Params",
     "Reader",
     "RowOperator",
     "SkipSample",
+    "StageContext",
     "Unit",
     "mark",
 ]
 
 log = logging.getLogger(__name__)
-
-#: Errors that always stop the run: the environment is broken, not the sample.
-FATAL_ERRORS: tuple[type[BaseException], ...] = (MemoryError, ImportError, KeyboardInterrupt, SystemExit)
-
-
-class OperatorError(Exception):
-    """A fatal error: the operator cannot work at all (bad weights, missing dependency)."""
-
-
-class SkipSample(Exception):
-    """Raised by an operator for one row whose input is broken: the row is quarantined."""
-
-    def __init__(self, reason: ReasonCode | str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else str(reason))
-        self.reason = str(reason)
-        self.detail = detail
 
 
 class Params(BaseModel):
@@ -68,6 +59,22 @@ class EmptyParams(Params):
     pass
 
 
+P = TypeVar("P", bound=Params)
+
+
+@dataclass(frozen=True, slots=True)
+class StageContext:
+    """What an operator knows of the run it is in, given at construction."""
+
+    #: the stage's name in the pipeline (lineage, status_operator, artifact folder)
+    stage: str
+    #: rows per ``process_batch`` call (the stage's ``resources.batch_size``); None: the default
+    batch_size: int | None = None
+    #: where this stage writes files it makes (clips, thumbnails, transcodes): OUT/artifacts/<stage>.
+    #: Name files deterministically (by row id) so reruns overwrite. None: the stage writes none.
+    artifacts_dir: str | None = None
+
+
 def mark(row: dict[str, Any], status: Status, operator: str, reason: str, detail: str | None = None) -> None:
     """Set a row's status with the operator and reason that decided it."""
     row["status"] = status.value
@@ -76,13 +83,38 @@ def mark(row: dict[str, Any], status: Status, operator: str, reason: str, detail
     row["status_detail"] = detail
 
 
-class Operator:
-    """Base of everything a stage can name. Subclasses set ``name`` and ``Params``."""
+def _params_type(cls: type) -> type[Params] | None:
+    """The params model named by a generic base (``RowOperator[FilterParams]``), if any."""
+    for base in getattr(cls, "__orig_bases__", ()):
+        for arg in typing.get_args(base):
+            if isinstance(arg, type) and issubclass(arg, Params):
+                return arg
+    return None
+
+
+class _Configurable(Generic[P]):
+    """Typed params, resolved once per class from its generic base."""
+
+    Params: ClassVar[type[Params]] = EmptyParams
+    params: P
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "Params" not in cls.__dict__:
+            found = _params_type(cls)
+            if found is not None:
+                cls.Params = found
+
+    def _validated(self, params: Params | dict[str, Any] | None) -> P:
+        if isinstance(params, BaseModel):
+            return params  # type: ignore[return-value]
+        return self.Params.model_validate(params or {})  # type: ignore[return-value]
+
+
+class Operator(_Configurable[P]):
+    """Base of everything a stage can name. Subclasses set ``name`` and their params type."""
 
     name: ClassVar[str] = ""
-    #: "map": row-local, runs inside Ray Data map_batches; "global": needs the whole dataset.
-    kind: ClassVar[str] = "map"
-    Params: ClassVar[type[Params]] = EmptyParams
     #: rows per call inside a block unless the stage's resources say otherwise
     default_batch_size: ClassVar[int] = 256
     #: model-backed operators load once per worker: the engine runs them as an actor pool
@@ -92,16 +124,24 @@ class Operator:
     #: score keys this operator writes into ``row["scores"]``, with a one-line meaning each
     writes: ClassVar[dict[str, str]] = {}
 
-    def __init__(self, params: Params | dict[str, Any] | None = None, *, stage: str | None = None) -> None:
-        if params is None:
-            params = {}
-        self.params = params if isinstance(params, BaseModel) else self.Params.model_validate(params)
-        self.stage = stage or self.name
-        #: rows per call inside a block (the stage's ``resources.batch_size``); None: the default
-        self.batch_size: int | None = None
-        #: folder where this stage writes files it makes (clips, thumbnails, transcodes); the engine
-        #: sets OUT/artifacts/<stage>. Name files deterministically (by row id) so reruns overwrite.
-        self.artifacts_dir: str | None = None
+    def __init__(
+        self, params: P | dict[str, Any] | None = None, ctx: StageContext | None = None, *, stage: str | None = None
+    ) -> None:
+        self.params = self._validated(params)
+        self.ctx = ctx or StageContext(stage or self.name)
+
+    @property
+    def stage(self) -> str:
+        return self.ctx.stage
+
+    @property
+    def batch_size(self) -> int:
+        """Rows per ``process_batch`` call."""
+        return self.ctx.batch_size or self.default_batch_size
+
+    @property
+    def artifacts_dir(self) -> str | None:
+        return self.ctx.artifacts_dir
 
     @classmethod
     def check_requirements(cls) -> None:
@@ -119,8 +159,10 @@ class Operator:
         raise NotImplementedError
 
 
-class BatchOperator(Operator):
-    """An operator that sees the kept rows of a batch together (model-backed, vectorised)."""
+class BatchOperator(Operator[P]):
+    """An operator that sees the kept rows of a batch together (model-backed, vectorised):
+    implement ``process_batch(rows)``. A batch that fails is retried row by row, so one bad row
+    never takes its neighbours with it."""
 
     def process_batch(self, rows: list[dict[str, Any]]) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -134,45 +176,50 @@ class BatchOperator(Operator):
     def __call__(self, batch: pa.Table) -> pa.Table:
         return to_table(self.run_rows(from_table(batch)))
 
-    def run_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The operator on record dicts (the engine chains several without converting to Arrow)."""
+    def _live(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The kept rows, with this stage added to their lineage."""
         live = [r for r in rows if r["status"] == Status.KEPT.value]
         for r in live:
             r["lineage"] = [*(r.get("lineage") or []), self.stage]
-        size = self.batch_size or self.default_batch_size
+        return live
+
+    def run_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The operator on record dicts (the engine chains several without converting to Arrow)."""
+        live = self._live(rows)
+        size = self.batch_size
         for start in range(0, len(live), size):
-            self._run_chunk(live[start : start + size])
+            chunk = live[start : start + size]
+            if len(chunk) == 1:
+                self._guard(chunk[0], self.process_batch, chunk)
+            elif not self._guard(None, self.process_batch, chunk):
+                for r in chunk:  # retry row by row: the failing rows get their own reasons
+                    self._guard(r, self.process_batch, [r])
         return rows
 
-    def _run_chunk(self, chunk: list[dict[str, Any]]) -> None:
-        try:
-            self.process_batch(chunk)
-        except FATAL_ERRORS:
-            raise
-        except OperatorError:
-            raise
-        except Exception:
-            if len(chunk) == 1:
-                raise
-            # one bad row must not take its neighbours with it: retry row by row
-            for r in chunk:
-                self._run_one(r)
+    def _guard(self, row: dict[str, Any] | None, fn: Callable[..., Any], *args: Any) -> bool:
+        """Run ``fn(*args)`` under the error policy; True when it raised nothing.
 
-    def _run_one(self, row: dict[str, Any]) -> None:
+        Fatal errors stop the run; otherwise ``row`` (when given) is quarantined with the
+        error's reason: a ``SkipSample``'s own, or ``operator_error``.
+        """
         try:
-            self.process_batch([row])
+            fn(*args)
+            return True
         except FATAL_ERRORS:
             raise
         except OperatorError:
             raise
         except SkipSample as e:
-            self.quarantine(row, e.reason, e.detail)
+            if row is not None:
+                self.quarantine(row, e.reason, e.detail)
         except Exception as e:  # noqa: BLE001 - any other per-row failure quarantines that row
-            log.debug("operator %s failed on %s", self.stage, row.get("locator"), exc_info=True)
-            self.quarantine(row, ReasonCode.OPERATOR_ERROR, f"{type(e).__name__}: {e}")
+            if row is not None:
+                log.debug("operator %s failed on %s", self.stage, row.get("locator"), exc_info=True)
+                self.quarantine(row, ReasonCode.OPERATOR_ERROR, f"{type(e).__name__}: {e}")
+        return False
 
 
-class RowOperator(BatchOperator):
+class RowOperator(BatchOperator[P]):
     """An operator that handles one record at a time: implement ``process(row)``."""
 
     def process(self, row: dict[str, Any]) -> None:  # pragma: no cover - abstract
@@ -180,23 +227,10 @@ class RowOperator(BatchOperator):
 
     def process_batch(self, rows: list[dict[str, Any]]) -> None:
         for row in rows:
-            self._run_one_row(row)
-
-    def _run_one_row(self, row: dict[str, Any]) -> None:
-        try:
-            self.process(row)
-        except FATAL_ERRORS:
-            raise
-        except OperatorError:
-            raise
-        except SkipSample as e:
-            self.quarantine(row, e.reason, e.detail)
-        except Exception as e:  # noqa: BLE001
-            log.debug("operator %s failed on %s", self.stage, row.get("locator"), exc_info=True)
-            self.quarantine(row, ReasonCode.OPERATOR_ERROR, f"{type(e).__name__}: {e}")
+            self._guard(row, self.process, row)
 
 
-class ExpandOperator(BatchOperator):
+class ExpandOperator(BatchOperator[P]):
     """An operator that may replace a row by rows derived from it (clips of a video, segments
     of a recording). Implement ``expand(row)``: return None to keep the row as it is, or a list
     of children made with ``schemas.record.derive(row, suffix=...)``. The parent is then marked
@@ -209,23 +243,11 @@ class ExpandOperator(BatchOperator):
 
     def run_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         children: list[dict[str, Any]] = []
-        for row in rows:
-            if row["status"] != Status.KEPT.value:
+        for row in self._live(rows):
+            got: list[list[dict[str, Any]] | None] = []
+            if not self._guard(row, lambda r, got=got: got.append(self.expand(r)), row):
                 continue
-            row["lineage"] = [*(row.get("lineage") or []), self.stage]
-            try:
-                parts = self.expand(row)
-            except FATAL_ERRORS:
-                raise
-            except OperatorError:
-                raise
-            except SkipSample as e:
-                self.quarantine(row, e.reason, e.detail)
-                continue
-            except Exception as e:  # noqa: BLE001
-                log.debug("operator %s failed on %s", self.stage, row.get("locator"), exc_info=True)
-                self.quarantine(row, ReasonCode.OPERATOR_ERROR, f"{type(e).__name__}: {e}")
-                continue
+            parts = got[0]
             if parts is None:
                 continue
             if not parts:
@@ -265,7 +287,7 @@ class Unit(dict):
         return cls(unit=f"{source}-{digest}", source=source, payload=payload)
 
 
-class Reader:
+class Reader(_Configurable[P]):
     """Turns a source into records. ``plan`` runs on the driver and must be cheap (listing only);
     ``read`` runs on workers, one unit at a time, and streams records.
 
@@ -274,7 +296,6 @@ class Reader:
     """
 
     name: ClassVar[str] = ""
-    Params: ClassVar[type[Params]] = EmptyParams
     #: modalities this reader can produce (documentation for `curate operators`)
     produces: ClassVar[tuple[str, ...]] = ()
 
@@ -284,13 +305,13 @@ class Reader:
         source: str,
         path: str,
         license: str | None = None,
-        params: Params | dict[str, Any] | None = None,
+        params: P | dict[str, Any] | None = None,
         units_per_file: int = 64,
     ) -> None:
         self.source = source
         self.path = path
         self.license = license
-        self.params = params if isinstance(params, BaseModel) else self.Params.model_validate(params or {})
+        self.params = self._validated(params)
         self.units_per_file = units_per_file
 
     def plan(self) -> Iterator[Unit]:  # pragma: no cover - abstract
@@ -314,7 +335,7 @@ class Reader:
         return rec
 
 
-class GlobalOperator(Operator):
+class GlobalOperator(Operator[P]):
     """An operator that must see every row sharing a key (deduplication), in three Ray-agnostic
     steps the engine runs as a map-reduce over files:
 
@@ -338,8 +359,6 @@ class GlobalOperator(Operator):
       passes about that many rows, sampled evenly over the files, to ``fit``; the fitted operator
       then runs the map-reduce.
     """
-
-    kind: ClassVar[str] = "global"
 
     @classmethod
     def has_combine(cls) -> bool:

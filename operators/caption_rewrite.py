@@ -64,7 +64,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from operators._meta import dump_meta, load_meta
-from operators.base import BatchOperator, OperatorError, Params
+from operators.base import BatchOperator, OperatorError, Params, StageContext
 from operators.llm_backends import (
     GenerationConfig,
     LlamaCppBackend,
@@ -318,11 +318,10 @@ class CaptionRewriteParams(Params):
 
 
 @register_operator
-class CaptionRewrite(BatchOperator):
+class CaptionRewrite(BatchOperator[CaptionRewriteParams]):
     """Rewrite captions / alt-texts / transcripts / instructions with an LLM; keep faithful rewrites."""
 
     name: ClassVar[str] = "caption_rewrite"
-    Params: ClassVar[type[CaptionRewriteParams]] = CaptionRewriteParams
     stateful: ClassVar[bool] = True
     default_batch_size: ClassVar[int] = 64
     writes: ClassVar[dict[str, str]] = {
@@ -330,8 +329,8 @@ class CaptionRewrite(BatchOperator):
         "rewrite_cache_hits": "fields of the row answered from the rewrite cache (no model call)",
     }
 
-    def __init__(self, params: Any = None, *, stage: str | None = None) -> None:
-        super().__init__(params, stage=stage)
+    def __init__(self, params: Any = None, ctx: StageContext | None = None, *, stage: str | None = None) -> None:
+        super().__init__(params, ctx, stage=stage)
         self._backend: Any = None
         self._cache: RewriteCache | None = None
         self._template: str | None = None

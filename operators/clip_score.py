@@ -37,16 +37,17 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from operators._clip import DEFAULT_TEXT_FIELDS, ClipOperator, ClipParams, mean_embedding, to_float16_list
+from operators._clip import ClipOperator, ClipParams, mean_embedding, to_float16_list
 from operators._meta import update_meta
 from operators.registry import register_operator
+from schemas.text import PAIRING_TEXT_FIELDS
 
 __all__ = ["ClipScore", "ClipScoreParams"]
 
 
 class ClipScoreParams(ClipParams):
     text_fields: list[str] = Field(
-        default_factory=lambda: list(DEFAULT_TEXT_FIELDS),
+        default_factory=lambda: list(PAIRING_TEXT_FIELDS),
         description="record fields tried in order for the text of an image (conversation: the first user turn)",
     )
     aggregate: Literal["mean", "max"] = Field("mean", description="clip_score over a row's images: mean or max")
@@ -56,11 +57,10 @@ class ClipScoreParams(ClipParams):
 
 
 @register_operator
-class ClipScore(ClipOperator):
+class ClipScore(ClipOperator[ClipScoreParams]):
     """Cosine similarity of each row's images (keyframes, document images) with its text."""
 
     name: ClassVar[str] = "clip_score"
-    Params: ClassVar[type[ClipScoreParams]] = ClipScoreParams
     writes: ClassVar[dict[str, str]] = {
         "clip_score": "image-text cosine similarity in [-1, 1] (mean or max over the row's images)",
         "clip_score_min": "the lowest image-text cosine similarity of the row's images",
@@ -69,7 +69,7 @@ class ClipScore(ClipOperator):
     }
 
     def process_batch(self, rows: list[dict[str, Any]]) -> None:
-        p: ClipScoreParams = self.params  # type: ignore[assignment]
+        p = self.params
         per_row = self.row_embeddings(rows, text_fields=p.text_fields)
         texts = sorted({job.text for pairs in per_row for job, _ in pairs if job.text})
         text_emb = dict(zip(texts, self.bundle.encode_texts(texts), strict=True)) if texts else {}

@@ -23,6 +23,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from operators._clip import ClipOperator, ClipParams
+from operators.base import StageContext
 from operators.registry import register_operator
 
 __all__ = ["ClipTags", "ClipTagsParams"]
@@ -54,23 +55,22 @@ class ClipTagsParams(ClipParams):
 
 
 @register_operator
-class ClipTags(ClipOperator):
+class ClipTags(ClipOperator[ClipTagsParams]):
     """Zero-shot CLIP scores of each row's images against configurable prompts."""
 
     name: ClassVar[str] = "clip_tags"
-    Params: ClassVar[type[ClipTagsParams]] = ClipTagsParams
     writes: ClassVar[dict[str, str]] = {
         "tag_<name>": "per configured tag: softmax probability among tags + background (or cosine), max over images",
     }
 
-    def __init__(self, params: Any = None, *, stage: str | None = None) -> None:
-        super().__init__(params, stage=stage)
+    def __init__(self, params: Any = None, ctx: StageContext | None = None, *, stage: str | None = None) -> None:
+        super().__init__(params, ctx, stage=stage)
         self._classes: tuple[list[str], np.ndarray] | None = None
 
     def classes(self) -> tuple[list[str], np.ndarray]:
         """(tag names, (n_tags + n_background, d) class embeddings)."""
         if self._classes is None:
-            p: ClipTagsParams = self.params  # type: ignore[assignment]
+            p = self.params
             names, vecs = [], []
             groups = [(n, [s] if isinstance(s, str) else list(s)) for n, s in p.tags.items()]
             if p.mode == "softmax":
@@ -84,7 +84,7 @@ class ClipTags(ClipOperator):
         return self._classes
 
     def process_batch(self, rows: list[dict[str, Any]]) -> None:
-        p: ClipTagsParams = self.params  # type: ignore[assignment]
+        p = self.params
         per_row = self.row_embeddings(rows)
         names, cls = self.classes()
         for row, pairs in zip(rows, per_row, strict=True):

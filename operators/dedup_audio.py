@@ -34,10 +34,11 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from operators.base import FATAL_ERRORS
+from operators.base import FATAL_ERRORS, StageContext
 from operators.media_io import open_media
-from operators.near_dup import NearDupOperator, NearDupParams, Signatures, first_media, media_error, mix64
+from operators.near_dup import NearDupOperator, NearDupParams, Signatures, first_media, media_error
 from operators.registry import register_operator
+from schemas.hashing import mix64
 from schemas.record import from_table
 
 __all__ = ["AudioDedup", "AudioDedupParams", "decode_mono", "landmarks"]
@@ -168,11 +169,10 @@ def offset_votes(hx: np.ndarray, tx: np.ndarray, hy: np.ndarray, ty: np.ndarray)
 
 
 @register_operator
-class AudioDedup(NearDupOperator):
+class AudioDedup(NearDupOperator[AudioDedupParams]):
     """Near-duplicate audio: landmark (spectral-peak pair) hashes, verified by offset-consistent matches."""
 
     name = "dedup_audio"
-    Params = AudioDedupParams
     requires: ClassVar[tuple[tuple[str, str], ...]] = (("av", "av>=12"), ("scipy", "scipy>=1.10"))
     writes = {"audio_dup_group_size": "size of the row's near-duplicate audio group (1 = unique)"}
     group_key = "audio_dup_group_size"
@@ -181,12 +181,12 @@ class AudioDedup(NearDupOperator):
     higher_is_closer = True
     score_name = "landmark match"
 
-    def __init__(self, params=None, *, stage: str | None = None) -> None:
-        super().__init__(params, stage=stage)
+    def __init__(self, params: Any = None, ctx: StageContext | None = None, *, stage: str | None = None) -> None:
+        super().__init__(params, ctx, stage=stage)
         self.min_shared_keys = self.params.min_shared_keys
 
     def thresholds(self) -> dict[str, Any]:
-        p: AudioDedupParams = self.params  # type: ignore[assignment]
+        p = self.params
         return {
             "min_score": p.min_score,
             "min_matches": p.min_matches,
@@ -197,11 +197,11 @@ class AudioDedup(NearDupOperator):
         }
 
     def fingerprint(self, media: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-        p: AudioDedupParams = self.params  # type: ignore[assignment]
+        p = self.params
         return landmarks(decode_mono(media, p.max_seconds), p.peaks_per_s, p.fan_out)
 
     def signatures(self, live: pa.Table) -> Signatures:
-        p: AudioDedupParams = self.params  # type: ignore[assignment]
+        p = self.params
         n = live.num_rows
         keys: list[np.ndarray] = []
         hs: list[np.ndarray] = []
@@ -223,7 +223,7 @@ class AudioDedup(NearDupOperator):
         return Signatures(keys=keys, columns=cols, errors=errors)
 
     def verifier(self, summary: pa.Table):
-        p: AudioDedupParams = self.params  # type: ignore[assignment]
+        p = self.params
         hcol = summary["lm_hash"].combine_chunks()
         tcol = summary["lm_time"].combine_chunks()
         hv = hcol.values.to_numpy()

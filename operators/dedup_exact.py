@@ -48,11 +48,10 @@ def _score(table: pa.Table, key: str) -> pa.Array:
 
 
 @register_operator
-class ExactDedup(GlobalOperator):
+class ExactDedup(GlobalOperator[ExactDedupParams]):
     """Merge rows whose content hash is equal (media bytes; normalised text for text-only rows)."""
 
     name = "dedup_exact"
-    Params = ExactDedupParams
     writes = {"dup_count": "size of the row's exact-duplicate group (1 = unique; set on kept rows)"}
 
     def _primary(self, table: pa.Table) -> pa.Array:

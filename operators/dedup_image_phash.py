@@ -43,8 +43,9 @@ from pydantic import Field, model_validator
 
 from operators.base import FATAL_ERRORS
 from operators.media_io import open_image, open_media
-from operators.near_dup import NearDupOperator, NearDupParams, Signatures, first_media, media_error, mix64, popcount64
+from operators.near_dup import NearDupOperator, NearDupParams, Signatures, first_media, media_error
 from operators.registry import register_operator
+from schemas.hashing import mix64, popcount64
 from schemas.record import from_table
 
 __all__ = ["CROP_VIEWS", "ImagePhashDedup", "ImagePhashParams", "band_keys", "crop_view", "image_hashes", "lsh_keys"]
@@ -165,11 +166,10 @@ def lsh_keys(p: ImagePhashParams, ph: np.ndarray, dh: np.ndarray, flip=None, vie
 
 
 @register_operator
-class ImagePhashDedup(NearDupOperator):
+class ImagePhashDedup(NearDupOperator[ImagePhashParams]):
     """Near-duplicate images: pHash+dHash, banded LSH candidates, verified by Hamming distance."""
 
     name = "dedup_image_phash"
-    Params = ImagePhashParams
     requires: ClassVar[tuple[tuple[str, str], ...]] = (("imagehash", "imagehash>=4.3"), ("scipy", "scipy>=1.10"))
     writes = {"image_dup_group_size": "size of the row's near-duplicate image group (1 = unique)"}
     group_key = "image_dup_group_size"
@@ -178,7 +178,7 @@ class ImagePhashDedup(NearDupOperator):
     score_name = "phash distance"
 
     def thresholds(self) -> dict[str, Any]:
-        p: ImagePhashParams = self.params  # type: ignore[assignment]
+        p = self.params
         bits = 64 if p.lsh_bits == "phash" else 128
         return {
             "phash_threshold": p.phash_threshold,
@@ -193,7 +193,7 @@ class ImagePhashDedup(NearDupOperator):
         }
 
     def signatures(self, live: pa.Table) -> Signatures:
-        p: ImagePhashParams = self.params  # type: ignore[assignment]
+        p = self.params
         n = live.num_rows
         ph = np.zeros(n, np.uint64)
         dh = np.zeros(n, np.uint64)
@@ -228,7 +228,7 @@ class ImagePhashDedup(NearDupOperator):
         return Signatures(keys=[keys[i] if errors[i] is None else keys[i][:0] for i in range(n)], columns=cols, errors=errors)
 
     def verifier(self, summary: pa.Table):
-        p: ImagePhashParams = self.params  # type: ignore[assignment]
+        p = self.params
         ph = summary["phash"].to_numpy().view(np.uint64)
         dh = summary["dhash"].to_numpy().view(np.uint64)
         flip = p.flip and "phash_flip" in summary.column_names

@@ -39,18 +39,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
+from operators.base import StageContext
 from operators.near_dup import (
-    DEFAULT_TEXT_FIELDS,
     NearDupOperator,
     NearDupParams,
     Signatures,
     first_shared_key,
     key_matrix,
-    row_text,
 )
 from operators.registry import register_operator
 from schemas.enums import ReasonCode
 from schemas.record import from_table
+from schemas.text import ALL_TEXT_FIELDS, all_text
 
 __all__ = ["SemanticDedup", "SemanticDedupParams"]
 
@@ -62,7 +62,7 @@ _TAG = np.uint64(7) << np.uint64(56)  # cluster keys
 class SemanticDedupParams(NearDupParams):
     source: Literal["text", "stored"] = Field("text", description="text: embed the row's text with MiniLM; stored: use an embedding the row carries")
     stored_field: str = Field("clip_embedding", description="column, else meta key, holding a stored embedding (a float list)")
-    fields: list[str] = Field(default_factory=lambda: list(DEFAULT_TEXT_FIELDS), description="text fields embedded (source text)")
+    fields: list[str] = Field(default_factory=lambda: list(ALL_TEXT_FIELDS), description="text fields embedded (source text)")
     threshold: float = Field(0.95, gt=0, le=1, description="smallest cosine similarity of a semantic duplicate")
     clusters: int | None = Field(None, ge=1, description="k of k-means (null: rows / rows_per_cluster)")
     rows_per_cluster: int = Field(1000, ge=10, description="target cluster size when clusters is null")
@@ -76,11 +76,10 @@ class SemanticDedupParams(NearDupParams):
 
 
 @register_operator
-class SemanticDedup(NearDupOperator):
+class SemanticDedup(NearDupOperator[SemanticDedupParams]):
     """Semantic duplicates: embeddings clustered by k-means, pairs above a cosine threshold per cluster."""
 
     name = "dedup_semantic"
-    Params = SemanticDedupParams
     requires: ClassVar[tuple[tuple[str, str], ...]] = (("sklearn", "nmm-curate[semantic]"), ("scipy", "scipy>=1.10"))
     writes = {"semantic_dup_group_size": "size of the row's semantic-duplicate group (1 = unique)"}
     reason = ReasonCode.SEMANTIC_DUPLICATE
@@ -89,12 +88,12 @@ class SemanticDedup(NearDupOperator):
     higher_is_closer = True
     score_name = "cosine"
 
-    def __init__(self, params=None, *, stage: str | None = None) -> None:
-        super().__init__(params, stage=stage)
+    def __init__(self, params: Any = None, ctx: StageContext | None = None, *, stage: str | None = None) -> None:
+        super().__init__(params, ctx, stage=stage)
         self.centroids: np.ndarray | None = None
 
     def validate_setup(self) -> None:
-        p: SemanticDedupParams = self.params  # type: ignore[assignment]
+        p = self.params
         if p.source == "text":
             import importlib.util
 
@@ -108,13 +107,13 @@ class SemanticDedup(NearDupOperator):
                 default_model_dir()
 
     def layouts(self) -> list[str]:
-        p: SemanticDedupParams = self.params  # type: ignore[assignment]
+        p = self.params
         if p.source == "stored" and p.layouts is None:
             return []  # every row that carries the embedding
         return super().layouts()
 
     def thresholds(self) -> dict[str, Any]:
-        p: SemanticDedupParams = self.params  # type: ignore[assignment]
+        p = self.params
         return {
             "cosine_threshold": p.threshold,
             "clusters": None if self.centroids is None else len(self.centroids),
@@ -125,11 +124,11 @@ class SemanticDedup(NearDupOperator):
     # -- embeddings ------------------------------------------------------------------------------
     def embed(self, live: pa.Table) -> tuple[np.ndarray, np.ndarray]:
         """(embeddings (n, d) unit length, has_embedding (n,)) for the rows of ``live``."""
-        p: SemanticDedupParams = self.params  # type: ignore[assignment]
+        p = self.params
         if p.source == "stored":
             return self._stored(live)
         cols = [c for c in dict.fromkeys(p.fields) if c in live.column_names]
-        texts = [row_text(r, cols) for r in from_table(live.select(cols))] if cols else [""] * live.num_rows
+        texts = [all_text(r, cols) for r in from_table(live.select(cols))] if cols else [""] * live.num_rows
         has = np.array([bool(t.strip()) for t in texts], dtype=bool)
         from operators.minilm import get_embedder
 
@@ -140,7 +139,7 @@ class SemanticDedup(NearDupOperator):
         return emb, has
 
     def _stored(self, live: pa.Table) -> tuple[np.ndarray, np.ndarray]:
-        p: SemanticDedupParams = self.params  # type: ignore[assignment]
+        p = self.params
         if p.stored_field in live.column_names:
             values = live[p.stored_field].to_pylist()
         else:
@@ -170,7 +169,7 @@ class SemanticDedup(NearDupOperator):
     def fit(self, sample: pa.Table, total_rows: int) -> None:
         from sklearn.cluster import KMeans
 
-        p: SemanticDedupParams = self.params  # type: ignore[assignment]
+        p = self.params
         self.centroids = None
         if sample.num_rows == 0:
             return
@@ -190,7 +189,7 @@ class SemanticDedup(NearDupOperator):
 
     # -- map ---------------------------------------------------------------------------------------
     def signatures(self, live: pa.Table) -> Signatures:
-        p: SemanticDedupParams = self.params  # type: ignore[assignment]
+        p = self.params
         emb, has = self.embed(live)
         if self.centroids is None:  # not fitted (no sample reached fit): one cluster
             self.centroids = np.zeros((1, emb.shape[1]), np.float32)
@@ -205,7 +204,7 @@ class SemanticDedup(NearDupOperator):
         raise NotImplementedError
 
     def edges(self, t: pa.Table) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, list[str] | None]]:
-        p: SemanticDedupParams = self.params  # type: ignore[assignment]
+        p = self.params
         if t.num_rows < 2:
             return
         order = pc.sort_indices(t["_key"]).to_numpy()  # stable: each cluster is one run of rows

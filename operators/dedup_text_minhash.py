@@ -36,9 +36,12 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field, model_validator
 
-from operators.near_dup import DEFAULT_TEXT_FIELDS, NearDupOperator, NearDupParams, Signatures, mix64, row_text
+from operators.base import StageContext
+from operators.near_dup import NearDupOperator, NearDupParams, Signatures
 from operators.registry import register_operator
+from schemas.hashing import mix64
 from schemas.record import from_table
+from schemas.text import ALL_TEXT_FIELDS, all_text
 
 __all__ = ["MinHasher", "TextMinhashDedup", "TextMinhashParams", "lsh_threshold"]
 
@@ -54,7 +57,7 @@ def lsh_threshold(bands: int, rows: int) -> float:
 
 class TextMinhashParams(NearDupParams):
     fields: list[str] = Field(
-        default_factory=lambda: list(DEFAULT_TEXT_FIELDS),
+        default_factory=lambda: list(ALL_TEXT_FIELDS),
         description="text fields joined into the row's text (record text fields, conversation, interleaved)",
     )
     shingle: Literal["word", "char"] = Field("word", description="shingle unit: word n-grams or character n-grams")
@@ -147,11 +150,10 @@ def minhash_band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
 
 
 @register_operator
-class TextMinhashDedup(NearDupOperator):
+class TextMinhashDedup(NearDupOperator[TextMinhashParams]):
     """Near-duplicate texts: MinHash of shingles, banded LSH, verified by estimated Jaccard."""
 
     name = "dedup_text_minhash"
-    Params = TextMinhashParams
     requires = (("scipy", "scipy>=1.10"),)
     writes = {"text_dup_group_size": "size of the row's near-duplicate text group (1 = unique)"}
     group_key = "text_dup_group_size"
@@ -159,13 +161,13 @@ class TextMinhashDedup(NearDupOperator):
     higher_is_closer = True
     score_name = "jaccard"
 
-    def __init__(self, params=None, *, stage: str | None = None) -> None:
-        super().__init__(params, stage=stage)
-        p: TextMinhashParams = self.params  # type: ignore[assignment]
+    def __init__(self, params: Any = None, ctx: StageContext | None = None, *, stage: str | None = None) -> None:
+        super().__init__(params, ctx, stage=stage)
+        p = self.params
         self.hasher = MinHasher(p.num_perm, p.seed, p.shingle, p.shingle_size)
 
     def thresholds(self) -> dict[str, Any]:
-        p: TextMinhashParams = self.params  # type: ignore[assignment]
+        p = self.params
         return {
             "jaccard_threshold": p.threshold,
             "lsh_threshold": round(lsh_threshold(p.bands, p.rows), 4),
@@ -176,9 +178,9 @@ class TextMinhashDedup(NearDupOperator):
         }
 
     def texts(self, live: pa.Table) -> list[str]:
-        p: TextMinhashParams = self.params  # type: ignore[assignment]
+        p = self.params
         cols = [c for c in dict.fromkeys(p.fields) if c in live.column_names]
-        return [row_text(r, cols) for r in from_table(live.select(cols))] if cols else [""] * live.num_rows
+        return [all_text(r, cols) for r in from_table(live.select(cols))] if cols else [""] * live.num_rows
 
     def signatures(self, live: pa.Table) -> Signatures:
         return self.signatures_from_texts(self.texts(live))
@@ -188,7 +190,7 @@ class TextMinhashDedup(NearDupOperator):
         return self.signatures_from_minhash(sig, ok)
 
     def signatures_from_minhash(self, sig: np.ndarray, ok: np.ndarray | None = None) -> Signatures:
-        p: TextMinhashParams = self.params  # type: ignore[assignment]
+        p = self.params
         keys = minhash_band_keys(sig, p.bands, p.rows)
         ok = np.ones(len(sig), dtype=bool) if ok is None else ok
         low = (sig & np.uint32(0xFFFF)).astype(np.uint16)  # b-bit MinHash: the low 16 bits
@@ -196,7 +198,7 @@ class TextMinhashDedup(NearDupOperator):
         return Signatures(keys=[k if good else k[:0] for k, good in zip(keys, ok, strict=True)], columns={"minhash": column})
 
     def verifier(self, summary: pa.Table):
-        p: TextMinhashParams = self.params  # type: ignore[assignment]
+        p = self.params
         col = summary["minhash"].combine_chunks()
         sig = col.values.to_numpy().reshape(len(col), p.num_perm)
 

@@ -40,8 +40,9 @@ from pydantic import Field
 from operators.base import FATAL_ERRORS
 from operators.dedup_image_phash import band_keys
 from operators.media_io import open_media
-from operators.near_dup import NearDupOperator, NearDupParams, Signatures, first_media, media_error, popcount64
+from operators.near_dup import NearDupOperator, NearDupParams, Signatures, first_media, media_error
 from operators.registry import register_operator
+from schemas.hashing import popcount64
 from schemas.record import from_table
 
 __all__ = ["VideoDedup", "VideoDedupParams", "video_frame_hashes"]
@@ -112,11 +113,10 @@ def video_frame_hashes(media: dict[str, Any], step_s: float = 1.0, max_frames: i
 
 
 @register_operator
-class VideoDedup(NearDupOperator):
+class VideoDedup(NearDupOperator[VideoDedupParams]):
     """Near-duplicate videos: pHashes of frames sampled by seeking, matched as sets with a tolerance."""
 
     name = "dedup_video"
-    Params = VideoDedupParams
     requires: ClassVar[tuple[tuple[str, str], ...]] = (("imagehash", "imagehash>=4.3"), ("av", "av>=12"), ("scipy", "scipy>=1.10"))
     writes = {"video_dup_group_size": "size of the row's near-duplicate video group (1 = unique)"}
     group_key = "video_dup_group_size"
@@ -126,7 +126,7 @@ class VideoDedup(NearDupOperator):
     score_name = "matched frames"
 
     def thresholds(self) -> dict[str, Any]:
-        p: VideoDedupParams = self.params  # type: ignore[assignment]
+        p = self.params
         return {
             "frame_threshold": p.frame_threshold,
             "min_match": p.min_match,
@@ -137,7 +137,7 @@ class VideoDedup(NearDupOperator):
         }
 
     def signatures(self, live: pa.Table) -> Signatures:
-        p: VideoDedupParams = self.params  # type: ignore[assignment]
+        p = self.params
         n = live.num_rows
         frames = np.zeros((n, p.max_frames), dtype=np.uint64)
         counts = np.zeros(n, dtype=np.int32)
@@ -167,7 +167,7 @@ class VideoDedup(NearDupOperator):
         return Signatures(keys=keys, columns=cols, errors=errors)
 
     def verifier(self, summary: pa.Table):
-        p: VideoDedupParams = self.params  # type: ignore[assignment]
+        p = self.params
         col = summary["frames"].combine_chunks()
         frames = col.values.to_numpy().view(np.uint64).reshape(len(col), -1)
         count = summary["frame_count"].to_numpy()

@@ -19,7 +19,7 @@ class FilterParams(Params):
 
 
 @register_operator
-class Filter(RowOperator):
+class Filter(RowOperator[FilterParams]):
     """Drop rows whose scores or fields fail a threshold; the drop records rule and value.
 
     Example: ``{field: min_side, min: 64}``, ``{field: duration_s, min: 1, max: 600}``,
@@ -28,7 +28,6 @@ class Filter(RowOperator):
     """
 
     name = "filter"
-    Params = FilterParams
     default_batch_size = 4096
 
     def process(self, row: dict[str, Any]) -> None:

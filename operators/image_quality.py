@@ -26,9 +26,9 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from operators.base import FATAL_ERRORS, Params, RowOperator, SkipSample
-from operators.media_io import MediaMissing, MediaUnavailable, open_image, open_media, uri_of
+from operators.errors import media_failure
+from operators.media_io import MediaUnavailable, open_image, open_media, uri_of
 from operators.registry import register_operator
-from schemas.enums import ReasonCode
 
 __all__ = ["ImageQuality", "ImageQualityParams", "aspect_bucket", "gray_thumbnail", "resolution_tier"]
 
@@ -86,8 +86,7 @@ def gray_thumbnail(media: dict[str, Any], max_side: int) -> tuple[np.ndarray, tu
     try:
         f = open_media(media)
     except MediaUnavailable as e:
-        missing = isinstance(e, MediaMissing) or isinstance(e.__cause__, FileNotFoundError)
-        raise SkipSample(ReasonCode.MISSING_FILE if missing else ReasonCode.UNREADABLE, str(e)) from e
+        raise media_failure(e) from e
     try:
         with f, open_image(f) as im:
             width, height = im.size
@@ -102,7 +101,7 @@ def gray_thumbnail(media: dict[str, Any], max_side: int) -> tuple[np.ndarray, tu
     except (SkipSample, *FATAL_ERRORS):
         raise
     except Exception as e:  # noqa: BLE001 - a decoder error means the bytes are not a usable image
-        raise SkipSample(ReasonCode.CORRUPT_MEDIA, f"{uri_of(media)}: {type(e).__name__}: {e}") from e
+        raise media_failure(e, uri_of(media)) from e
     if orientation in _ROTATED:
         width, height = height, width
     return gray, (width, height)
@@ -125,11 +124,10 @@ def entropy(gray: np.ndarray) -> float:
 
 
 @register_operator
-class ImageQuality(RowOperator):
+class ImageQuality(RowOperator[ImageQualityParams]):
     """Sharpness, entropy, blank flag, resolution tier and aspect bucket of images."""
 
     name: ClassVar[str] = "image_quality"
-    Params: ClassVar[type[Params]] = ImageQualityParams
     default_batch_size: ClassVar[int] = 64
     requires: ClassVar[tuple[tuple[str, str], ...]] = (("PIL", "pillow>=10"),)
     writes: ClassVar[dict[str, str]] = {
@@ -141,7 +139,7 @@ class ImageQuality(RowOperator):
     }
 
     def process(self, row: dict[str, Any]) -> None:
-        p: ImageQualityParams = self.params  # type: ignore[assignment]
+        p = self.params
         items = [
             m for m in row.get("media") or []
             if m.get("modality") == "image" and not m.get("error") and m.get("role") not in p.skip_roles

@@ -34,9 +34,9 @@ from pydantic import Field, model_validator
 
 from operators._frames import dump_meta, load_meta
 from operators.base import FATAL_ERRORS, OperatorError, Params, RowOperator, SkipSample
-from operators.media_io import MediaMissing, MediaUnavailable, open_image, open_media, uri_of
+from operators.errors import media_failure
+from operators.media_io import MediaUnavailable, open_image, open_media, uri_of
 from operators.registry import register_operator
-from schemas.enums import ReasonCode
 
 __all__ = ["ImageTransform", "ImageTransformParams", "target_size"]
 
@@ -95,11 +95,10 @@ def _sha256(path: Path) -> tuple[str, int]:
 
 
 @register_operator
-class ImageTransform(RowOperator):
+class ImageTransform(RowOperator[ImageTransformParams]):
     """Resize and re-encode images for shards; media items point at the new files."""
 
     name: ClassVar[str] = "image_transform"
-    Params: ClassVar[type[Params]] = ImageTransformParams
     default_batch_size: ClassVar[int] = 32
     requires: ClassVar[tuple[tuple[str, str], ...]] = (("PIL", "pillow>=10"),)
     writes: ClassVar[dict[str, str]] = {
@@ -111,7 +110,7 @@ class ImageTransform(RowOperator):
     }
 
     def process(self, row: dict[str, Any]) -> None:
-        p: ImageTransformParams = self.params  # type: ignore[assignment]
+        p = self.params
         targets = [
             (i, m) for i, m in enumerate(row.get("media") or [])
             if m.get("modality") == "image" and not m.get("error") and m.get("role") not in p.skip_roles
@@ -156,12 +155,11 @@ class ImageTransform(RowOperator):
         """Write the new file and update ``media``; None when the file is kept as it is."""
         from PIL import Image, ImageOps
 
-        p: ImageTransformParams = self.params  # type: ignore[assignment]
+        p = self.params
         try:
             f = open_media(media)
         except MediaUnavailable as e:
-            missing = isinstance(e, MediaMissing) or isinstance(e.__cause__, FileNotFoundError)
-            raise SkipSample(ReasonCode.MISSING_FILE if missing else ReasonCode.UNREADABLE, str(e)) from e
+            raise media_failure(e) from e
         path = Path(self.artifacts_dir) / (row["id"] or "noid")[:2] / f"{row['id']}_m{index}.{_EXT[p.format]}"  # type: ignore[arg-type]
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
@@ -190,7 +188,7 @@ class ImageTransform(RowOperator):
             raise
         except Exception as e:  # noqa: BLE001 - a decoder error means the bytes are not a usable image
             tmp.unlink(missing_ok=True)
-            raise SkipSample(ReasonCode.CORRUPT_MEDIA, f"{uri_of(media)}: {type(e).__name__}: {e}") from e
+            raise media_failure(e, uri_of(media)) from e
         digest, nbytes = _sha256(path)
         media.update(
             uri=str(path), member=None, offset=None, length=None, format=p.format,

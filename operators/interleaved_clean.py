@@ -77,9 +77,8 @@ def _path_of(media: dict[str, Any]) -> str:
 
 def drop_reason(media: dict[str, Any], p: InterleavedCleanParams, names: re.Pattern[str] | None = None) -> str | None:
     """Why an image item should go (``missing``, ``remote``, ``icon``, ``spacer``, ``name``), or None."""
-    error = media.get("error")
-    if error:
-        if error.startswith(ReasonCode.REMOTE_MEDIA.value):
+    if media.get("error"):
+        if media.get("error_reason") == ReasonCode.REMOTE_MEDIA.value:
             return None if p.keep_remote else "remote"
         return "missing"
     w, h = media.get("width"), media.get("height")
@@ -96,11 +95,10 @@ def drop_reason(media: dict[str, Any], p: InterleavedCleanParams, names: re.Patt
 
 
 @register_operator
-class InterleavedClean(RowOperator):
+class InterleavedClean(RowOperator[InterleavedCleanParams]):
     """Drop icon/spacer/missing images from interleaved documents, merge text, count tokens and images."""
 
     name: ClassVar[str] = "interleaved_clean"
-    Params: ClassVar[type[Params]] = InterleavedCleanParams
     default_batch_size: ClassVar[int] = 256
     writes: ClassVar[dict[str, str]] = {
         "num_images_kept": "image items left in the document",
@@ -112,7 +110,7 @@ class InterleavedClean(RowOperator):
     def process(self, row: dict[str, Any]) -> None:
         if row.get("layout") != Layout.INTERLEAVED.value:
             return
-        p: InterleavedCleanParams = self.params  # type: ignore[assignment]
+        p = self.params
         names = _name_regex(p.name_patterns)
         media = list(row.get("media") or [])
         meta = load_meta(row)

@@ -110,9 +110,12 @@ def sha256_media(media: dict[str, Any]) -> tuple[str, int]:
     h = hashlib.sha256()
     size = 0
     with open_media(media) as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-            size += len(chunk)
+        try:
+            while chunk := f.read(_CHUNK):
+                h.update(chunk)
+                size += len(chunk)
+        except OSError as e:  # a read that fails half way: the file is there but unreadable
+            raise MediaUnavailable(f"cannot read {uri_of(media)}: {e}") from e
     return h.hexdigest(), size
 
 

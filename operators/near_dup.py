@@ -48,18 +48,19 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from operators.base import GlobalOperator, mark
+from operators.base import GlobalOperator, StageContext, mark
 from operators.dedup_exact import ExactDedup, ExactDedupParams
 from operators.media_io import MediaMissing, MediaUnavailable
 from schemas.enums import ReasonCode, Status
-from schemas.record import TEXT_FIELDS, from_table, to_table
+from schemas.hashing import mix64, partition_of
+from schemas.record import from_table, to_table
 
 __all__ = [
     "DECISION_SCHEMA",
@@ -71,16 +72,12 @@ __all__ = [
     "first_shared_key",
     "key_matrix",
     "media_error",
-    "mix64",
-    "popcount64",
     "resolve_in_process",
-    "row_text",
 ]
 
 log = logging.getLogger(__name__)
 
 _PAD = np.iinfo(np.int64).max  # padding of the per-row key matrix: never a real key
-_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 
 #: what ``decide`` emits: verified edges, per-row errors, and per-partition counters
 PARTIAL_SCHEMA = pa.schema(
@@ -120,23 +117,6 @@ DECISION_SCHEMA = pa.schema(
 # ----------------------------------------------------------------------------- helpers
 
 
-def mix64(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser: a fast, well-mixed, deterministic 64-bit hash of uint64 values."""
-    x = np.asarray(x).astype(np.uint64, copy=True)
-    with np.errstate(over="ignore"):
-        x ^= x >> np.uint64(30)
-        x *= _M1
-        x ^= x >> np.uint64(27)
-        x *= _M2
-        x ^= x >> np.uint64(31)
-    return x
-
-
-def popcount64(x: np.ndarray) -> np.ndarray:
-    """Set bits per element of a uint64 array."""
-    return np.bitwise_count(np.asarray(x).astype(np.uint64, copy=False)).astype(np.int64)
-
-
 def as_key(x: np.ndarray) -> np.ndarray:
     """uint64 key values as int64 (Arrow's and Parquet's integer), keeping the bits."""
     return np.asarray(x, dtype=np.uint64).view(np.int64)
@@ -149,19 +129,6 @@ def media_error(e: BaseException) -> str:
     if isinstance(e, MediaUnavailable):
         return f"{ReasonCode.UNREADABLE}: {e}"
     return f"{ReasonCode.CORRUPT_MEDIA}: {type(e).__name__}: {e}"
-
-
-def row_text(rec: dict[str, Any], fields: list[str]) -> str:
-    """The texts of ``fields`` (record text fields, plus ``conversation`` and ``interleaved``), joined."""
-    parts: list[str] = []
-    for name in fields:
-        if name == "conversation":
-            parts.extend(t.get("text") or "" for t in rec.get("conversation") or [] if t)
-        elif name == "interleaved":
-            parts.extend(s.get("text") or "" for s in rec.get("interleaved") or [] if s and s.get("kind") == "text")
-        elif rec.get(name):
-            parts.append(rec[name])
-    return "\n".join(p for p in parts if p)
 
 
 def first_media(rec: dict[str, Any], modality: str) -> dict[str, Any] | None:
@@ -267,10 +234,12 @@ class NearDupParams(ExactDedupParams):
     max_keys: int = Field(64, ge=1, description="LSH keys kept per row (a consistent bottom-k sample past that)")
 
 
-class NearDupOperator(GlobalOperator):
+NP = TypeVar("NP", bound=NearDupParams)
+
+
+class NearDupOperator(GlobalOperator[NP]):
     """Base of the near-duplicate operators (see the module docstring)."""
 
-    Params = NearDupParams
     #: reason written on duplicates
     reason: ClassVar[ReasonCode] = ReasonCode.NEAR_DUPLICATE
     #: score key written on the kept rows that took part: size of the row's group (1 = unique)
@@ -288,8 +257,8 @@ class NearDupOperator(GlobalOperator):
 
     _primary = ExactDedup._primary  # the survivor ranking dedup_exact uses
 
-    def __init__(self, params=None, *, stage: str | None = None) -> None:
-        super().__init__(params, stage=stage)
+    def __init__(self, params: Any = None, ctx: StageContext | None = None, *, stage: str | None = None) -> None:
+        super().__init__(params, ctx, stage=stage)
         #: counters of the last decide/combine run in this process (tests and benchmarks read them)
         self.stats: dict[str, int] = {}
 
@@ -638,12 +607,11 @@ class NearDupOperator(GlobalOperator):
 def resolve_in_process(op: GlobalOperator, table: pa.Table, partitions: int = 3) -> pa.Table:
     """summarize -> hash-partition on ``_key`` -> decide per partition -> combine -> apply, in one
     process: what ``curate.global_phase`` runs with Ray tasks (tests and benchmarks use it)."""
-    from curate.global_phase import _partition_of
 
     summary = op.summarize(table)
     if summary.num_rows == 0:
         return op.apply(table, DECISION_SCHEMA.empty_table())
-    part = np.asarray(_partition_of(summary["_key"].combine_chunks(), partitions))
+    part = np.asarray(partition_of(summary["_key"].combine_chunks(), partitions))
     partials = [op.decide(summary.filter(pa.array(part == p))) for p in range(partitions)]
     decisions = op.combine(pa.concat_tables(partials))
     return op.apply(table, decisions)
@@ -694,5 +662,3 @@ def _nodes(edges: pa.Table) -> pa.Table:
     return g.rename_columns(["id", "primary", "seq", "locator", "file"]).sort_by("id")
 
 
-# keep TEXT_FIELDS importable from here for the text operators' defaults
-DEFAULT_TEXT_FIELDS: list[str] = [*TEXT_FIELDS, "conversation", "interleaved"]

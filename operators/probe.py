@@ -23,28 +23,20 @@ from typing import IO, Any, ClassVar, Literal
 
 from pydantic import Field
 
-from operators.base import FATAL_ERRORS, Params, RowOperator, SkipSample
-from operators.media_io import MediaMissing, MediaUnavailable, open_image, open_media, uri_of
+from operators.base import Params, RowOperator, SkipSample
+from operators.errors import media_errors
+from operators.media_io import open_image, open_media, uri_of
 from operators.registry import register_operator
 from schemas.enums import Layout, ReasonCode
-from schemas.record import TEXT_FIELDS
+from schemas.record import TEXT_FIELDS, set_media_error
 
-__all__ = ["MediaProblem", "Probe", "ProbeParams", "probe_media", "text_stats"]
+__all__ = ["Probe", "ProbeParams", "probe_media", "text_stats"]
 
 log = logging.getLogger(__name__)
 
 #: EXIF orientations that rotate by 90 degrees (the displayed image has width and height swapped)
 _ROTATED = {5, 6, 7, 8}
 _JPEG_DRAFT_SCALE = 8
-
-
-class MediaProblem(Exception):
-    """One media item cannot be used: a reason code and a short message."""
-
-    def __init__(self, reason: ReasonCode, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
 
 
 class ProbeParams(Params):
@@ -111,12 +103,12 @@ def _decode_first_frame(container: Any, stream: Any) -> None:
     stream.codec_context.thread_count = 1
     for _ in container.decode(stream):
         return
-    raise MediaProblem(ReasonCode.CORRUPT_MEDIA, f"no decodable {stream.type} frame")
+    raise SkipSample(ReasonCode.CORRUPT_MEDIA, f"no decodable {stream.type} frame")
 
 
 def _probe_video(media: dict[str, Any], container: Any, check: str) -> None:
     if not container.streams.video:
-        raise MediaProblem(ReasonCode.CORRUPT_MEDIA, "no video stream")
+        raise SkipSample(ReasonCode.CORRUPT_MEDIA, "no video stream")
     vs = container.streams.video[0]
     ctx = vs.codec_context
     rate = vs.average_rate or vs.guessed_rate or vs.base_rate
@@ -138,14 +130,14 @@ def _probe_video(media: dict[str, Any], container: Any, check: str) -> None:
         channels=audio.channels if audio is not None else None,
     )
     if not media["width"] or not media["height"]:
-        raise MediaProblem(ReasonCode.CORRUPT_MEDIA, "video stream has no frame size")
+        raise SkipSample(ReasonCode.CORRUPT_MEDIA, "video stream has no frame size")
     if check == "first_frame":
         _decode_first_frame(container, vs)
 
 
 def _probe_audio(media: dict[str, Any], container: Any, check: str) -> None:
     if not container.streams.audio:
-        raise MediaProblem(ReasonCode.CORRUPT_MEDIA, "no audio stream")
+        raise SkipSample(ReasonCode.CORRUPT_MEDIA, "no audio stream")
     st = container.streams.audio[0]
     media.update(
         format=_container_format(container, media),
@@ -155,7 +147,7 @@ def _probe_audio(media: dict[str, Any], container: Any, check: str) -> None:
         channels=st.channels or None,
     )
     if not media["sample_rate"]:
-        raise MediaProblem(ReasonCode.CORRUPT_MEDIA, "audio stream has no sample rate")
+        raise SkipSample(ReasonCode.CORRUPT_MEDIA, "audio stream has no sample rate")
     if check == "first_frame":
         _decode_first_frame(container, st)
 
@@ -171,27 +163,17 @@ def _probe_av(media: dict[str, Any], f: IO[bytes], check: str) -> None:
 
 
 def probe_media(media: dict[str, Any], params: ProbeParams) -> None:
-    """Fill ``media``'s metadata fields in place. Raises MediaProblem when the item is unusable."""
+    """Fill ``media``'s metadata fields in place. Raises SkipSample (with the reason) when the item is unusable."""
     modality = media.get("modality")
     if modality not in ("image", "video", "audio"):
-        raise MediaProblem(ReasonCode.UNSUPPORTED_FORMAT, f"unknown modality {modality!r}")
-    try:
-        f = open_media(media)
-    except MediaUnavailable as e:
-        missing = isinstance(e, MediaMissing) or isinstance(e.__cause__, FileNotFoundError)
-        raise MediaProblem(ReasonCode.MISSING_FILE if missing else ReasonCode.UNREADABLE, str(e)) from e
-    try:
-        with f:
-            if media.get("bytes") is None:
-                media["bytes"] = _size_of(f)
-            if modality == "image":
-                _probe_image(media, f, params.image_check)
-            else:
-                _probe_av(media, f, params.video_check if modality == "video" else params.audio_check)
-    except (MediaProblem, *FATAL_ERRORS):
-        raise
-    except Exception as e:  # noqa: BLE001 - any decoder error means the bytes are not usable media
-        raise MediaProblem(ReasonCode.CORRUPT_MEDIA, f"{type(e).__name__}: {e}") from e
+        raise SkipSample(ReasonCode.UNSUPPORTED_FORMAT, f"unknown modality {modality!r}")
+    with media_errors(), open_media(media) as f:
+        if media.get("bytes") is None:
+            media["bytes"] = _size_of(f)
+        if modality == "image":
+            _probe_image(media, f, params.image_check)
+        else:
+            _probe_av(media, f, params.video_check if modality == "video" else params.audio_check)
 
 
 # ----------------------------------------------------------------------------- row-level numbers
@@ -263,11 +245,10 @@ def _media_scores(ok: list[dict[str, Any]]) -> dict[str, float]:
 
 
 @register_operator
-class Probe(RowOperator):
+class Probe(RowOperator[ProbeParams]):
     """Probe every media item of a record (header + optional cheap decode) and write its numbers."""
 
     name: ClassVar[str] = "probe"
-    Params: ClassVar[type[Params]] = ProbeParams
     default_batch_size: ClassVar[int] = 64
     requires: ClassVar[tuple[tuple[str, str], ...]] = (("PIL", "pillow>=10"), ("av", "av>=12"))
     writes: ClassVar[dict[str, str]] = {
@@ -290,7 +271,7 @@ class Probe(RowOperator):
     }
 
     def process(self, row: dict[str, Any]) -> None:
-        params: ProbeParams = self.params  # type: ignore[assignment]
+        params = self.params
         tolerant = row.get("layout") in params.keep_partial_layouts
         ok: list[dict[str, Any]] = []
         errors = 0
@@ -300,12 +281,13 @@ class Probe(RowOperator):
                     probe_media(media, params)
                     ok.append(media)
                     continue
-                except MediaProblem as e:
+                except SkipSample as e:
                     if not tolerant:
-                        raise SkipSample(e.reason, f"{uri_of(media)}: {e.message}") from e
-                    media["error"] = f"{e.reason}: {e.message}"
+                        raise SkipSample(e.reason, f"{uri_of(media)}: {e.detail}") from e
+                    set_media_error(media, e.reason, e.detail)
             elif not tolerant:
-                raise SkipSample(_reason_of(media["error"]), f"{uri_of(media)}: {media['error']}")
+                reason = media.get("error_reason") or ReasonCode.UNREADABLE
+                raise SkipSample(reason, f"{uri_of(media)}: {media['error']}")
             errors += 1
             log.debug("probe: %s: %s", uri_of(media), media["error"])
         scores = dict(row.get("scores") or {})
@@ -313,15 +295,3 @@ class Probe(RowOperator):
         scores.update(text_stats(row))
         scores["media_errors"] = float(errors)
         row["scores"] = scores
-
-
-def _reason_of(error: str) -> ReasonCode:
-    """The reason code for an ``error`` string set by ingest ("missing_file: ..." or free text)."""
-    try:
-        return ReasonCode(error.split(":", 1)[0].strip())
-    except ValueError:
-        pass
-    lowered = error.lower()
-    if "no such file" in lowered or "missing" in lowered or "not found" in lowered:
-        return ReasonCode.MISSING_FILE
-    return ReasonCode.CORRUPT_MEDIA

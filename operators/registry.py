@@ -7,7 +7,48 @@ from typing import TypeVar
 
 from operators.base import Operator, Reader
 
-__all__ = ["OPERATORS", "READERS", "get_operator", "get_reader", "register_operator", "register_reader"]
+__all__ = [
+    "BUILTIN_MODULES",
+    "OPERATORS",
+    "READERS",
+    "get_operator",
+    "get_reader",
+    "load_builtins",
+    "register_operator",
+    "register_reader",
+]
+
+#: the modules that define the built-in readers and operators (importing one registers its classes)
+BUILTIN_MODULES: tuple[str, ...] = (
+    "operators.ingest.folders",
+    "operators.ingest.manifests",
+    "operators.ingest.webdataset_tar",
+    "operators.ingest.html_docs",
+    "operators.probe",
+    "operators.dedup_exact",
+    "operators.dedup_image_phash",
+    "operators.dedup_video",
+    "operators.dedup_audio",
+    "operators.dedup_text_minhash",
+    "operators.dedup_semantic",
+    "operators.filter",
+    "operators.route",
+    "operators.image_quality",
+    "operators.image_transform",
+    "operators.video_frames",
+    "operators.video_quality",
+    "operators.video_shots",
+    "operators.audio_quality",
+    "operators.audio_transcode",
+    "operators.audio_vad",
+    "operators.text_clean",
+    "operators.text_quality",
+    "operators.interleaved_clean",
+    "operators.clip_score",
+    "operators.clip_tags",
+    "operators.aesthetic_score",
+    "operators.caption_rewrite",
+)
 
 OPERATORS: dict[str, type[Operator]] = {}
 READERS: dict[str, type[Reader]] = {}
@@ -41,18 +82,29 @@ def _unknown(kind: str, name: str, known: dict) -> KeyError:
 
 
 def get_operator(name: str) -> type[Operator]:
-    _load_builtins()
+    load_builtins()
     if name not in OPERATORS:
         raise _unknown("operator", name, OPERATORS)
     return OPERATORS[name]
 
 
 def get_reader(name: str) -> type[Reader]:
-    _load_builtins()
+    load_builtins()
     if name not in READERS:
         raise _unknown("reader", name, READERS)
     return READERS[name]
 
 
-def _load_builtins() -> None:
-    import operators  # noqa: F401  (importing the package registers the built-ins)
+_loaded = False
+
+
+def load_builtins() -> None:
+    """Import every module of ``BUILTIN_MODULES`` once (heavy libraries stay lazy inside them)."""
+    global _loaded
+    if _loaded:
+        return
+    import importlib
+
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
+    _loaded = True

@@ -43,11 +43,10 @@ class RouteParams(Params):
 
 
 @register_operator
-class Route(RowOperator):
+class Route(RowOperator[RouteParams]):
     """Set ``tasks`` and ``buckets`` (understanding, generation, interaction, preference) from rules."""
 
     name = "route"
-    Params = RouteParams
     default_batch_size = 4096
     writes = {"route_rules": "number of routing rules the row matched"}
 

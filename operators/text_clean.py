@@ -134,11 +134,10 @@ _ALLOWED_FIELDS = {"caption", "alt_text", "transcript", "text", "instruction", "
 
 
 @register_operator
-class TextClean(RowOperator):
+class TextClean(RowOperator[TextCleanParams]):
     """Clean captions, alt texts and transcripts: entities, tags, URLs, boilerplate, whitespace."""
 
     name: ClassVar[str] = "text_clean"
-    Params: ClassVar[type[Params]] = TextCleanParams
     default_batch_size: ClassVar[int] = 1024
     writes: ClassVar[dict[str, str]] = {
         "text_chars_clean": "characters left in the cleaned fields (and turns) after cleaning",
@@ -155,12 +154,12 @@ class TextClean(RowOperator):
         return _phrase_pattern([*self.params.boilerplate, *self.params.extra_boilerplate])
 
     def _clean(self, text: str, multiline: bool) -> str:
-        p: TextCleanParams = self.params  # type: ignore[assignment]
+        p = self.params
         return clean_text(text, boilerplate=self._pattern, urls=p.remove_urls, emails=p.remove_emails,
                           tags=p.strip_tags, multiline=multiline)  # fmt: skip
 
     def process(self, row: dict[str, Any]) -> None:
-        p: TextCleanParams = self.params  # type: ignore[assignment]
+        p = self.params
         before = after = 0
         originals: dict[str, Any] = {}
         for name in p.fields:

@@ -134,11 +134,10 @@ class TextQualityParams(Params):
 
 
 @register_operator
-class TextQuality(RowOperator):
+class TextQuality(RowOperator[TextQualityParams]):
     """Detect the language (lingua) and measure size, repetition (Gopher) and alphabetic ratio of text."""
 
     name: ClassVar[str] = "text_quality"
-    Params: ClassVar[type[Params]] = TextQualityParams
     default_batch_size: ClassVar[int] = 512
     requires: ClassVar[tuple[tuple[str, str], ...]] = (("lingua", "lingua-language-detector>=2.0"),)
     writes: ClassVar[dict[str, str]] = {
@@ -176,7 +175,7 @@ class TextQuality(RowOperator):
         """This process's lingua detector for the params (built on first use, then cached)."""
         from lingua import LanguageDetectorBuilder
 
-        p: TextQualityParams = self.params  # type: ignore[assignment]
+        p = self.params
         low = p.low_accuracy if p.low_accuracy is not None else not p.languages
         key = (tuple(sorted(c.lower() for c in p.languages)), low)
         det = self._detectors.get(key)
@@ -192,7 +191,7 @@ class TextQuality(RowOperator):
 
     def detect(self, text: str) -> tuple[str | None, float]:
         """(ISO 639-1 code or None, confidence) of ``text``."""
-        p: TextQualityParams = self.params  # type: ignore[assignment]
+        p = self.params
         sample = text[: p.max_detect_chars]
         if sum(1 for c in sample if c.isalpha()) < p.min_detect_letters:
             return None, 0.0
@@ -203,14 +202,14 @@ class TextQuality(RowOperator):
         return best.language.iso_code_639_1.name.lower(), float(best.value)
 
     def _text(self, row: dict[str, Any]) -> str:
-        p: TextQualityParams = self.params  # type: ignore[assignment]
+        p = self.params
         parts = [row[f] for f in p.fields if isinstance(row.get(f), str) and row[f].strip()]
         if p.conversation:
             parts.extend(t["text"] for t in row.get("conversation") or [] if t and t.get("text"))
         return "\n".join(parts)
 
     def process(self, row: dict[str, Any]) -> None:
-        p: TextQualityParams = self.params  # type: ignore[assignment]
+        p = self.params
         text = self._text(row)
         scores = text_scores(text)
         code, confidence = self.detect(text) if text else (None, 0.0)

@@ -48,23 +48,22 @@ class VideoFramesParams(Params):
 
 
 @register_operator
-class VideoFrames(RowOperator):
+class VideoFrames(RowOperator[VideoFramesParams]):
     """Sample video frames by seeking; write JPEG keyframes and add them as media items."""
 
     name: ClassVar[str] = "video_frames"
-    Params: ClassVar[type[Params]] = VideoFramesParams
     default_batch_size: ClassVar[int] = 16
     requires: ClassVar[tuple[tuple[str, str], ...]] = (("av", "av>=12"), ("PIL", "pillow>=10"))
     writes: ClassVar[dict[str, str]] = {"num_keyframes": "keyframe thumbnails written for the row's videos"}
 
     def times_for(self, media: dict[str, Any]) -> list[float]:
-        p: VideoFramesParams = self.params  # type: ignore[assignment]
+        p = self.params
         return plan_times(duration_of(media), num=p.num_frames, every_s=p.every_s, max_frames=p.max_frames)
 
     def process(self, row: dict[str, Any]) -> None:
         from PIL import Image
 
-        p: VideoFramesParams = self.params  # type: ignore[assignment]
+        p = self.params
         videos = video_items(row)
         if not videos:
             return

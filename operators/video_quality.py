@@ -91,11 +91,10 @@ def audio_rms(media: dict[str, Any], max_s: float) -> float | None:
 
 
 @register_operator
-class VideoQuality(RowOperator):
+class VideoQuality(RowOperator[VideoQualityParams]):
     """Motion, black/blank frames and audio loudness of videos, on sampled low-res frames."""
 
     name: ClassVar[str] = "video_quality"
-    Params: ClassVar[type[Params]] = VideoQualityParams
     default_batch_size: ClassVar[int] = 16
     requires: ClassVar[tuple[tuple[str, str], ...]] = (("av", "av>=12"), ("PIL", "pillow>=10"))
     writes: ClassVar[dict[str, str]] = {
@@ -111,7 +110,7 @@ class VideoQuality(RowOperator):
     }
 
     def process(self, row: dict[str, Any]) -> None:
-        p: VideoQualityParams = self.params  # type: ignore[assignment]
+        p = self.params
         videos = video_items(row)
         if not videos:
             return

@@ -54,7 +54,8 @@ from operators._frames import (
     video_items,
     video_stream,
 )
-from operators.base import FATAL_ERRORS, ExpandOperator, OperatorError, Params, SkipSample, mark
+from operators.base import ExpandOperator, OperatorError, Params, SkipSample, mark
+from operators.errors import media_errors
 from operators.media_io import uri_of
 from operators.registry import register_operator
 from schemas.enums import ReasonCode, Status
@@ -490,11 +491,10 @@ def _sha256_file(path: Path) -> str:
 
 
 @register_operator
-class VideoShots(ExpandOperator):
+class VideoShots(ExpandOperator[VideoShotsParams]):
     """Cut videos into shots (content change) and write each as a transcoded clip row."""
 
     name: ClassVar[str] = "video_shots"
-    Params: ClassVar[type[Params]] = VideoShotsParams
     default_batch_size: ClassVar[int] = 8
     requires: ClassVar[tuple[tuple[str, str], ...]] = (("av", "av>=12"),)
     writes: ClassVar[dict[str, str]] = {
@@ -530,19 +530,15 @@ class VideoShots(ExpandOperator):
         return Path(self.artifacts_dir) / rid[:2] / f"{rid}_clip{index:03d}.{self.params.transcode.container}"
 
     def expand(self, row: dict[str, Any]) -> list[dict[str, Any]] | None:
-        p: VideoShotsParams = self.params  # type: ignore[assignment]
+        p = self.params
         videos = video_items(row)
         if len(videos) != 1:
             return None
         vi, media = videos[0]
         with open_av(media) as container:
             vs = video_stream(container, media)
-            try:
+            with media_errors(uri_of(media)):
                 shots = detect_cuts(container, vs, p)
-            except (SkipSample, *FATAL_ERRORS):
-                raise
-            except Exception as e:  # noqa: BLE001 - a decoder error means the bytes are not usable
-                raise SkipSample(ReasonCode.CORRUPT_MEDIA, f"{uri_of(media)}: {type(e).__name__}: {e}") from e
         pieces = plan_pieces(shots, p.min_clip_s, p.max_clip_s)
         scores = dict(row.get("scores") or {})
         scores["num_shots"] = float(len(shots.cuts) + 1)
@@ -557,15 +553,12 @@ class VideoShots(ExpandOperator):
         frames: dict[int, int] = {}
         router = None
         if kept:
-            with open_av(media) as container:
+            with open_av(media) as container, media_errors(uri_of(media)):
                 try:
                     frames, router = write_clips(container, kept, paths, p.transcode, p.drop_audio, media)
-                except (SkipSample, *FATAL_ERRORS):
-                    self._remove(paths)
+                except BaseException:
+                    self._remove(paths)  # no half-written clips
                     raise
-                except Exception as e:  # noqa: BLE001
-                    self._remove(paths)
-                    raise SkipSample(ReasonCode.CORRUPT_MEDIA, f"{uri_of(media)}: {type(e).__name__}: {e}") from e
         children = []
         for pc in pieces:
             child_scores = {

@@ -29,6 +29,7 @@ __all__ = [
     "new_record",
     "normalise_text",
     "record_id",
+    "set_media_error",
     "to_table",
 ]
 
@@ -56,7 +57,8 @@ MEDIA_TYPE = pa.struct(
         pa.field("has_audio", pa.bool_()),
         pa.field("sample_rate", pa.int32()),
         pa.field("channels", pa.int32()),
-        pa.field("error", pa.string()),  # why this media item could not be read (set by ingest/probe)
+        pa.field("error", pa.string()),  # why this media item could not be read: "<reason>: <detail>", for people
+        pa.field("error_reason", pa.string()),  # the same reason as a ReasonCode value, for code
     ]
 )
 
@@ -149,6 +151,12 @@ def new_media(modality: str, uri: str, **fields: Any) -> dict[str, Any]:
         raise KeyError(f"unknown media fields: {sorted(unknown)}")
     media.update(fields)
     return media
+
+
+def set_media_error(media: dict[str, Any], reason: str, detail: str) -> None:
+    """Mark one media item unusable: ``error_reason`` (a ReasonCode value) and a readable ``error``."""
+    media["error_reason"] = str(reason)
+    media["error"] = f"{reason}: {detail}"
 
 
 def new_record(*, source: str, locator: str, **fields: Any) -> dict[str, Any]:

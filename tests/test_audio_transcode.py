@@ -14,14 +14,14 @@ from pydantic import ValidationError
 
 from curate import synth
 from operators.audio_transcode import AudioDecoder, AudioTranscode, AudioWriter
+from operators.base import StageContext
 from operators.registry import OPERATORS
 from schemas.enums import ReasonCode, Status
 from schemas.record import from_table, new_media, new_record, to_table
 
 
 def run(rows: list[dict[str, Any]], out: Path, **params: Any) -> list[dict[str, Any]]:
-    op = AudioTranscode(params)
-    op.artifacts_dir = str(out)
+    op = AudioTranscode(params, StageContext("audio_transcode", artifacts_dir=str(out)))
     return from_table(op(to_table(rows)))
 
 

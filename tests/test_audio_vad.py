@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from curate.demo_audio import make_speech
 from curate.outputs import ledger_counts
 from operators.audio_vad import AudioSegment
+from operators.base import StageContext
 from operators.registry import OPERATORS
 from schemas.enums import ReasonCode, Status
 from schemas.record import from_table, new_media, new_record, to_table
@@ -29,8 +30,7 @@ def rec(path: Path, name: str = "r", **fields: Any) -> dict[str, Any]:
 
 
 def split(rows: list[dict[str, Any]], out: Path, **params: Any) -> list[dict[str, Any]]:
-    op = AudioSegment(params)
-    op.artifacts_dir = str(out)
+    op = AudioSegment(params, StageContext("audio_segment", artifacts_dir=str(out)))
     return from_table(op(to_table(rows)))
 
 

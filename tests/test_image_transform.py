@@ -12,6 +12,7 @@ from PIL import Image
 from pydantic import ValidationError
 
 from curate import synth
+from operators.base import StageContext
 from operators.image_transform import ImageTransform, ImageTransformParams, target_size
 from operators.registry import OPERATORS
 from schemas.enums import ReasonCode, Status
@@ -24,8 +25,7 @@ def rec(*paths: Path | str, rid: str = "abc123", roles: list[str] | None = None)
 
 
 def run(rows: list[dict[str, Any]], art: Path, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    op = ImageTransform(params or {})
-    op.artifacts_dir = str(art)
+    op = ImageTransform(params or {}, StageContext("image_transform", artifacts_dir=str(art)))
     return from_table(op(to_table(rows)))
 
 

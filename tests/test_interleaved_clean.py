@@ -103,7 +103,7 @@ def test_names_match_whole_words_only() -> None:
 
 
 def test_remote_images_and_params() -> None:
-    media = [new_media("image", "https://x.org/a.jpg", error="remote_media: not downloaded"), new_media("image", "b.jpg", width=40, height=40)]
+    media = [new_media("image", "https://x.org/a.jpg", error="remote_media: not downloaded", error_reason="remote_media"), new_media("image", "b.jpg", width=40, height=40)]
     segs = [text("hello world"), image(0), image(1)]
     row = new_record(source="t", locator="d", layout="interleaved", media=media, interleaved=segs, modalities=["text", "image"])
     dropped_all = run([dict(row)])[0]

@@ -12,9 +12,10 @@ import pytest
 import webdataset as wds
 import yaml
 
-from curate.config import ConfigError, load_mixture
 from curate.synth import make_image
+from mixtures.config import load_mixture
 from mixtures.mixer import MixError, mix_stage
+from schemas.config_file import ConfigError
 from schemas.record import new_media, new_record, to_table
 
 

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from curate.config import load_mixture
-from mixtures.config import GroupSpec
+from mixtures.config import GroupSpec, load_mixture
 
 PRESETS = sorted((Path(__file__).resolve().parents[1] / "mixtures" / "presets").glob("*.yaml"))
 

@@ -219,7 +219,7 @@ def test_interleaved_record_keeps_going_with_one_missing_image(tmp_path: Path) -
 
 def test_media_already_marked_by_ingest(tmp_path: Path) -> None:
     ok = synth.make_image(tmp_path / "ok.png", 50, 50)
-    pre = new_media("image", str(tmp_path / "x.png"), error="missing_file: not in archive")
+    pre = new_media("image", str(tmp_path / "x.png"), error="missing_file: not in archive", error_reason="missing_file")
     kept = run([rec("interleaved", new_media("image", str(ok)), dict(pre))])[0]
     assert kept["status"] == Status.KEPT
     assert kept["scores"]["media_errors"] == 1.0

@@ -15,7 +15,7 @@ import operators._frames as frames
 from curate import synth
 from curate.demo_media import Segment, segment_video
 from curate.ingest import finalize_record
-from operators.base import OperatorError
+from operators.base import OperatorError, StageContext
 from operators.registry import OPERATORS
 from operators.video_frames import VideoFrames
 from schemas.enums import ReasonCode, Status
@@ -37,8 +37,7 @@ def video_row(path: Path | str, i: int = 0, **media: Any) -> dict[str, Any]:
 
 
 def run(rows: list[dict[str, Any]], art: Path | None, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    op = VideoFrames(params or {})
-    op.artifacts_dir = str(art) if art else None
+    op = VideoFrames(params or {}, StageContext("video_frames", artifacts_dir=str(art) if art else None))
     return from_table(op(to_table(rows)))
 
 

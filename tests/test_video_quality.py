@@ -12,6 +12,7 @@ import operators._frames as frames
 from curate import synth
 from curate.demo_media import Segment, segment_video
 from curate.ingest import finalize_record
+from operators.base import StageContext
 from operators.registry import OPERATORS
 from operators.video_frames import VideoFrames
 from operators.video_quality import VideoQuality
@@ -101,8 +102,7 @@ def test_audio_is_read_for_at_most_max_audio_s(tmp_path: Path) -> None:
 def test_reuses_the_frames_video_frames_decoded(tmp_path: Path) -> None:
     segment_video(tmp_path / "v.mp4", [Segment("moving", 3.0)], fps=12)
     row = video_row(tmp_path / "v.mp4")
-    vf = VideoFrames({"num_frames": 6, "max_side": 96})
-    vf.artifacts_dir = str(tmp_path / "art")
+    vf = VideoFrames({"num_frames": 6, "max_side": 96}, StageContext("video_frames", artifacts_dir=str(tmp_path / "art")))
     table = vf(to_table([row]))
     decoded = frames.STATS["decoded"]
     [out] = from_table(VideoQuality({"num_samples": 6})(table))

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from curate import synth
 from curate.demo_media import Segment, segment_video
 from curate.ingest import finalize_record
+from operators.base import StageContext
 from operators.registry import OPERATORS
 from operators.video_shots import VideoShots
 from schemas.enums import ReasonCode, Status
@@ -36,8 +37,7 @@ def video_row(path: Path | str, caption: str = "a clip", i: int = 0) -> dict[str
 
 
 def run(rows: list[dict[str, Any]], art: Path, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    op = VideoShots(params or {})
-    op.artifacts_dir = str(art)
+    op = VideoShots(params or {}, StageContext("video_shots", artifacts_dir=str(art)))
     return from_table(op(to_table(rows)))
 
 

@@ -1,4 +1,4 @@
-"""Helpers shared by the ingest readers: extension tables, file listing, media paths, layouts,
+"""Helpers shared by the ingest readers (the extension tables are schemas.media_types'): file listing, media paths, layouts,
 sidecar/field mapping. Nothing here decodes media."""
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from schemas.enums import Layout, Modality
+from schemas.media_types import AUDIO_EXTS, IMAGE_EXTS, MEDIA_EXTS, VIDEO_EXTS, modality_of_ext
+from schemas.record import TEXT_FIELDS
 
 __all__ = [
     "AUDIO_EXTS",
@@ -30,18 +32,6 @@ __all__ = [
     "split_fields",
 ]
 
-IMAGE_EXTS = frozenset({"jpg", "jpeg", "jpe", "jfif", "png", "webp", "bmp", "gif", "tif", "tiff", "avif", "ico", "ppm", "pgm", "tga", "svg"})
-VIDEO_EXTS = frozenset({"mp4", "m4v", "webm", "mkv", "avi", "mov", "mpg", "mpeg", "ts", "mts", "m2ts", "wmv", "flv", "3gp", "ogv"})
-AUDIO_EXTS = frozenset(
-    {"wav", "flac", "mp3", "ogg", "oga", "m4a", "opus", "aif", "aiff", "aifc", "au", "snd", "aac", "wma", "amr", "wv", "caf", "ac3", "mka", "spx"}
-)
-#: extension (lower case, no dot) -> modality
-MEDIA_EXTS: dict[str, str] = {
-    **dict.fromkeys(IMAGE_EXTS, Modality.IMAGE.value),
-    **dict.fromkeys(VIDEO_EXTS, Modality.VIDEO.value),
-    **dict.fromkeys(AUDIO_EXTS, Modality.AUDIO.value),
-}
-
 #: source keys that map one-to-one onto record fields (when their value is a string)
 TEXT_KEYS: tuple[str, ...] = (
     "caption",
@@ -53,13 +43,6 @@ TEXT_KEYS: tuple[str, ...] = (
     "language",
     "license",
 )
-#: record fields that make a sample carry text
-_TEXTUAL = ("caption", "alt_text", "instruction", "response", "transcript", "text")
-
-
-def modality_of_ext(ext: str, table: dict[str, str] | None = None) -> str | None:
-    """``'JPG'`` / ``'.jpg'`` -> ``'image'``; None when the extension is not media."""
-    return (table or MEDIA_EXTS).get(ext.lower().lstrip("."))
 
 
 def is_url(uri: str) -> bool:
@@ -147,7 +130,7 @@ def load_json_sidecar(path: str) -> dict[str, Any]:
 
 def has_text(fields: dict[str, Any]) -> bool:
     """Whether record fields carry any text (a text field or a conversation)."""
-    return any(fields.get(k) for k in _TEXTUAL) or bool(fields.get("conversation"))
+    return any(fields.get(k) for k in TEXT_FIELDS) or bool(fields.get("conversation"))
 
 
 def modalities_of(media: list[dict[str, Any]], text: bool) -> list[str]:

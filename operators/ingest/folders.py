@@ -58,11 +58,10 @@ class FolderParams(Params):
 
 
 @register_reader
-class MediaFolderReader(Reader):
+class MediaFolderReader(Reader[FolderParams]):
     """Images, videos and audio files in a folder tree, with optional sidecar captions."""
 
     name: ClassVar[str] = "media_folder"
-    Params: ClassVar[type[Params]] = FolderParams
     produces: ClassVar[tuple[str, ...]] = ("image", "video", "audio", "text")
     #: modalities this reader accepts; media of other modalities are quarantined
     accepts: ClassVar[tuple[str, ...]] = ("image", "video", "audio")

@@ -194,11 +194,10 @@ def _img_source(el: Any) -> str:
 
 
 @register_reader
-class HtmlReader(Reader):
+class HtmlReader(Reader[HtmlParams]):
     """HTML pages -> interleaved text-and-image documents (images referenced, not fetched)."""
 
     name: ClassVar[str] = "html"
-    Params: ClassVar[type[Params]] = HtmlParams
     produces: ClassVar[tuple[str, ...]] = ("text", "image")
 
     def plan(self) -> Iterator[Unit]:

@@ -22,7 +22,7 @@ import json
 import logging
 import os
 from collections.abc import Iterator
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import Field
 
@@ -73,7 +73,10 @@ def _plain(value: Any) -> Any:
     return value
 
 
-class _ManifestReader(Reader):
+MP = TypeVar("MP", bound=Params)
+
+
+class _ManifestReader(Reader[MP]):
     produces: ClassVar[tuple[str, ...]] = ("text", "image", "video", "audio")
     #: row format forced by the reader (None: the ``format`` param)
     fixed_format: ClassVar[str | None] = None
@@ -112,11 +115,10 @@ class _ManifestReader(Reader):
 
 
 @register_reader
-class JsonlReader(_ManifestReader):
+class JsonlReader(_ManifestReader[JsonlParams]):
     """JSON Lines manifests (LLaVA, preference, trajectory, OBELICS or generic rows), split by bytes."""
 
     name: ClassVar[str] = "jsonl"
-    Params: ClassVar[type[Params]] = JsonlParams
     suffixes: ClassVar[tuple[str, ...]] = (".jsonl", ".ndjson")
 
     def plan(self) -> Iterator[Unit]:
@@ -162,18 +164,18 @@ class JsonlReader(_ManifestReader):
 class ObelicsReader(JsonlReader):
     """OBELICS-style interleaved documents (``texts`` / ``images`` lists) in JSON Lines."""
 
-    name: ClassVar[str] = "obelics"
     Params: ClassVar[type[Params]] = ObelicsParams
+
+    name: ClassVar[str] = "obelics"
     produces: ClassVar[tuple[str, ...]] = ("text", "image")
     fixed_format: ClassVar[str | None] = "obelics"
 
 
 @register_reader
-class ParquetReader(_ManifestReader):
+class ParquetReader(_ManifestReader[ParquetParams]):
     """Parquet manifests with the same row formats as ``jsonl``; one unit per row group."""
 
     name: ClassVar[str] = "parquet"
-    Params: ClassVar[type[Params]] = ParquetParams
     suffixes: ClassVar[tuple[str, ...]] = (".parquet",)
 
     def plan(self) -> Iterator[Unit]:

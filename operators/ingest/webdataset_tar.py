@@ -69,11 +69,10 @@ class _Sample:
 
 
 @register_reader
-class WebDatasetReader(Reader):
+class WebDatasetReader(Reader[WebDatasetParams]):
     """WebDataset shards (.tar): images, videos, audio with their captions and JSON metadata."""
 
     name: ClassVar[str] = "webdataset"
-    Params: ClassVar[type[Params]] = WebDatasetParams
     produces: ClassVar[tuple[str, ...]] = ("image", "video", "audio", "text")
 
     def plan(self) -> Iterator[Unit]:
