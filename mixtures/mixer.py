@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import shutil
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from mixtures.config import MixtureConfig, StageMix
 from mixtures.interleave import Slot, interleave
 from mixtures.planner import MixError, Plan, plan_stage
 from mixtures.pool import COST_KEYS, Pool, leaves_of, load_pool, order_key
+from mixtures.report import build_report
 from mixtures.shards import write_shard
 
 __all__ = ["MixError", "mix_stage"]
@@ -121,7 +122,6 @@ def mix_stage(cfg: MixtureConfig, stage_name: str, input_path: str | Path, outpu
     import ray
 
     from curate.runtime import ray_session
-    from mixtures.report import build_report
     from schemas.config import RayConfig
 
     stage = cfg.stage(stage_name)
@@ -219,62 +219,3 @@ def mix_stage(cfg: MixtureConfig, stage_name: str, input_path: str | Path, outpu
     _atomic_json(out / "report.json", report)
     return report
 
-
-def group_shares(plan: Plan) -> dict[str, float]:
-    total = sum(plan.allocated.values())
-    return {leaf: (v / total if total else 0.0) for leaf, v in plan.allocated.items()}
-
-
-def phase_shares(plan: Plan) -> list[dict[str, float]]:
-    """Planned share of every group inside each phase (what the samples of that phase follow)."""
-    out = []
-    for k in range(len(plan.phases)):
-        amounts: dict[str, float] = defaultdict(float)
-        for st in plan.streams:
-            if st.phase == k:
-                amounts[st.leaf] += st.amount
-        total = sum(amounts.values())
-        out.append({leaf: (amounts.get(leaf, 0.0) / total if total else 0.0) for leaf in plan.targets})
-    return out
-
-
-def expected_shares(by_phase: dict[str, dict[str, float]], shares: list[dict[str, float]]) -> dict[str, float]:
-    """The planned shares of a stretch of samples, weighting each phase by its amount there."""
-    amounts = {int(k): sum(v.values()) for k, v in by_phase.items()}
-    total = sum(amounts.values())
-    groups = shares[0].keys() if shares else []
-    return {g: sum(amounts[k] / total * shares[k].get(g, 0.0) for k in amounts) if total else 0.0 for g in groups}
-
-
-def achieved_by_group(stats: list[dict]) -> dict[str, dict[str, float]]:
-    out: dict[str, dict[str, float]] = defaultdict(lambda: dict.fromkeys(COST_KEYS, 0.0))
-    for s in stats:
-        for g, costs in s["by_group"].items():
-            for k, v in costs.items():
-                out[g][k] += v
-    return dict(out)
-
-
-def drift(by_group: dict[str, dict[str, float]], by_phase: dict[str, dict[str, float]], shares: list[dict[str, float]], unit: str) -> float:
-    """Max over groups of |achieved share - planned share| for a stretch of samples."""
-    total = sum(c.get(unit, 0.0) for c in by_group.values())
-    if not total:
-        return 0.0
-    expected = expected_shares(by_phase, shares)
-    return float(max((abs(by_group.get(g, {}).get(unit, 0.0) / total - p) for g, p in expected.items()), default=0.0))
-
-
-def prefix_drift(stats: list[dict], shares: list[dict[str, float]], unit: str) -> list[dict]:
-    """Drift of every prefix of the shard list (a trainer that stops early saw this mix)."""
-    acc: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    acc_phase: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    out = []
-    for n, s in enumerate(stats, 1):
-        for g, costs in s["by_group"].items():
-            for k, v in costs.items():
-                acc[g][k] += v
-        for k, groups in s.get("by_phase", {}).items():
-            for g, v in groups.items():
-                acc_phase[k][g] += v
-        out.append({"shards": n, "max_abs_drift": round(drift(acc, acc_phase, shares, unit), 6)})
-    return out

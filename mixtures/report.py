@@ -12,13 +12,12 @@ from rich.table import Table
 from mixtures.config import MixtureConfig, StageMix
 from mixtures.planner import Plan
 from mixtures.pool import COST_KEYS, Pool
+from mixtures.shares import achieved_by_group, drift, group_shares, phase_shares, prefix_drift
 
 __all__ = ["build_report", "print_report"]
 
 
 def build_report(cfg: MixtureConfig, stage: StageMix, plan: Plan, pool: Pool, stats: list[dict], *, blend: list[dict]) -> dict[str, Any]:
-    from mixtures.mixer import achieved_by_group, drift, group_shares, phase_shares, prefix_drift
-
     unit = stage.unit
     achieved = achieved_by_group(stats)
     total_target = sum(plan.targets.values()) or 1.0

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from mixtures.pool import COST_KEYS
+from mixtures.shares import achieved_by_group, drift, expected_shares, prefix_drift
 
 __all__ = ["collect", "print_tables", "run_stats", "write_html", "write_plots"]
 
@@ -275,8 +276,6 @@ def _planned_phase_shares(report: dict[str, Any] | None) -> tuple[list[dict[str,
 
 
 def _collect_shards(root: Path, *, sample_shards: int, seed: int, thumbs: int) -> tuple[dict[str, Any], _Dist]:
-    from mixtures.mixer import achieved_by_group, drift, expected_shares, prefix_drift
-
     report = json.loads((root / "report.json").read_text()) if (root / "report.json").is_file() else None
     files = _stats_files(root)
     if not files:
