@@ -193,9 +193,11 @@ def mix(
 ) -> None:
     """Mix one stage into WebDataset shards that follow its ratios; print target vs achieved."""
     _setup_logging(verbose)
+    from curate.runtime import ray_session
     from mixtures.config import load_mixture
     from mixtures.mixer import MixError, mix_stage
     from mixtures.report import print_report
+    from schemas.config import RayConfig
     from schemas.config_file import ConfigError
 
     try:
@@ -205,7 +207,8 @@ def mix(
         err.print(f"[red]config error[/red]\n{e.args[0] if isinstance(e, KeyError) else e}", highlight=False)
         raise typer.Exit(2) from None
     try:
-        report = mix_stage(cfg, stage, input, output, fresh=fresh)
+        with ray_session(RayConfig()):
+            report = mix_stage(cfg, stage, input, output, fresh=fresh)
     except (MixError, FileNotFoundError) as e:
         err.print(f"[red]error:[/red] {e}", highlight=False)
         raise typer.Exit(1) from None
@@ -235,6 +238,10 @@ def stats(
     if as_json:
         sys.stdout.write(json.dumps(doc, indent=1, sort_keys=True, default=str) + "\n")
         return
+    if doc["kind"] == "curated" and doc.get("summary"):
+        from curate.report import print_summary
+
+        print_summary(doc["summary"], console)
     print_tables(doc, console, max_rows=max_rows)
     if plots:
         console.print(f"wrote {len(doc['plots'])} plots and {doc['html']}")

@@ -121,9 +121,6 @@ def mix_stage(cfg: MixtureConfig, stage_name: str, input_path: str | Path, outpu
     """Mix one stage into ``output``. Returns the report."""
     import ray
 
-    from curate.runtime import ray_session
-    from schemas.config import RayConfig
-
     stage = cfg.stage(stage_name)
     estimators = stage.estimators or cfg.estimators
     out = Path(output).resolve()
@@ -172,18 +169,17 @@ def mix_stage(cfg: MixtureConfig, stage_name: str, input_path: str | Path, outpu
             continue
         todo.append(job)
     log.info("stage %s: %d shards, %d to write", stage.name, len(jobs), len(todo))
-    if todo:
-        with ray_session(RayConfig()):
-            task = ray.remote(num_cpus=1)(write_shard)
-            pending = {task.remote(j): j for j in todo}
-            while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1)
-                job = pending.pop(ready[0])
-                stats = ray.get(ready[0])
-                stats_by_path[job["path"]] = stats
-                rel = os.path.relpath(job["path"], out)
-                manifest["shards"][rel] = {"sha256": stats["sha256"], "samples": stats["samples"], "bytes": stats["bytes"]}
-                _atomic_json(manifest_path, manifest)
+    if todo:  # on the Ray its caller started (`curate mix` opens a session; else Ray starts itself)
+        task = ray.remote(num_cpus=1)(write_shard)
+        pending = {task.remote(j): j for j in todo}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            job = pending.pop(ready[0])
+            stats = ray.get(ready[0])
+            stats_by_path[job["path"]] = stats
+            rel = os.path.relpath(job["path"], out)
+            manifest["shards"][rel] = {"sha256": stats["sha256"], "samples": stats["samples"], "bytes": stats["bytes"]}
+            _atomic_json(manifest_path, manifest)
     _atomic_json(manifest_path, manifest)
 
     # loader indexes

@@ -452,11 +452,7 @@ def print_tables(doc: dict[str, Any], console=None, *, max_rows: int = 30) -> No
     from rich.table import Table
 
     console = console or Console()
-    if doc["kind"] == "curated":
-        if doc.get("summary"):
-            from curate.report import print_summary
-
-            print_summary(doc["summary"], console)
+    if doc["kind"] == "curated":  # the run's own summary tables are the caller's (`curate stats` prints them first)
         t = Table(title=f"sampled {doc['distributions']['samples']} kept rows from {len(doc['sampled_files'])} of {doc['parquet_files']} Parquet files", title_justify="left")
         t.add_column("layout")
         t.add_column("rows", justify="right")
