@@ -31,8 +31,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from schemas.files import atomic_write_text
+
 __all__ = ["card_configs", "member_suffixes", "write_hf_card"]
 
+#: members declared as an HF ``Image`` feature: what PIL decodes (not schemas.media_types.IMAGE_EXTS,
+#: which also holds SVG and other formats PIL cannot read)
 _IMAGE = {"jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"}
 _SHARD = re.compile(r"^(?P<split>[A-Za-z0-9_\-]+)-\d+\.tar$")
 
@@ -157,7 +161,5 @@ def write_hf_card(root: str | Path) -> Path:
     lines += ["", "| config | shards | samples |", "| --- | ---: | ---: |"]
     lines += [f"| {c['config_name']} | {c['shards']} | {c['samples']} |" for c in configs]
     path = root / "README.md"
-    tmp = path.with_name(".README.md.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, "\n".join(lines) + "\n")
     return path

@@ -25,6 +25,8 @@ from mixtures.planner import MixError, Plan, plan_stage
 from mixtures.pool import COST_KEYS, Pool, leaves_of, load_pool, order_key
 from mixtures.report import build_report
 from mixtures.shards import write_shard
+from schemas.files import atomic_write_json
+from schemas.hashing import fingerprint
 
 __all__ = ["MixError", "mix_stage"]
 
@@ -32,14 +34,12 @@ log = logging.getLogger(__name__)
 
 
 def _atomic_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    atomic_write_json(path, data, indent=1, sort_keys=True)
 
 
 def _config_hash(cfg: MixtureConfig, stage: StageMix) -> str:
     body = {"seed": cfg.seed, "estimators": (stage.estimators or cfg.estimators).model_dump(), "stage": stage.model_dump()}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return fingerprint(body)
 
 
 def _cut(order: list[Slot], plan: Plan, pool: Pool, stage: StageMix) -> list[list[Slot]]:

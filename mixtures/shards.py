@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import webdataset as wds
 
 from operators.media_io import read_media_bytes
+from schemas.files import atomic_write_bytes, atomic_write_json
 from schemas.media_types import DEFAULT_MEMBER_EXT, MEMBER_EXT, MEMBER_PREFIX
 from schemas.record import from_table
 
@@ -135,12 +136,6 @@ def write_shard(job: ShardJob) -> dict[str, Any]:
     stats["sha256"] = hashlib.sha256(data).hexdigest()
     total = sum(g.get(job["unit"], 0.0) for g in stats["by_group"].values())
     stats["shares"] = {g: (v.get(job["unit"], 0.0) / total if total else 0.0) for g, v in sorted(stats["by_group"].items())}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    stats_path = path.with_name(path.name[: -len(".tar")] + ".stats.json")
-    stats_tmp = stats_path.with_name(f".{stats_path.name}.tmp")
-    stats_tmp.write_text(json.dumps(stats, indent=1, sort_keys=True, default=dict))
-    os.replace(stats_tmp, stats_path)
+    atomic_write_bytes(path, data)
+    atomic_write_json(path.with_name(path.name[: -len(".tar")] + ".stats.json"), stats, indent=1, sort_keys=True)
     return json.loads(json.dumps(stats, default=dict))

@@ -29,13 +29,12 @@ from typing import Any
 
 from mixtures.pool import COST_KEYS
 from mixtures.shares import achieved_by_group, drift, expected_shares, prefix_drift
+from schemas.files import atomic_write_json, atomic_write_text
+from schemas.media_types import modality_of_ext
 
 __all__ = ["collect", "print_tables", "run_stats", "write_html", "write_plots"]
 
 MAIN_UNITS = ("samples", "tokens", "seconds")
-IMAGE_EXT = {"jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"}
-VIDEO_EXT = {"mp4", "mov", "webm", "mkv", "avi"}
-AUDIO_EXT = {"wav", "flac", "mp3", "ogg", "m4a", "opus"}
 _SKIP_DIRS = {"stats", ".nv-meta"}
 _THUMB_SIDE = 160
 
@@ -171,14 +170,7 @@ def _thumbnail(data: bytes, kind: str) -> str | None:
 
 
 def _media_kind(suffix: str) -> str | None:
-    ext = suffix.rsplit(".", 1)[-1].lower()
-    if ext in IMAGE_EXT:
-        return "image"
-    if ext in VIDEO_EXT:
-        return "video"
-    if ext in AUDIO_EXT:
-        return "audio"
-    return None
+    return modality_of_ext(suffix.rsplit(".", 1)[-1])
 
 
 def iter_tar_samples(path: Path, *, read_media: bool) -> Iterator[tuple[str, dict[str, bytes | None]]]:
@@ -828,11 +820,7 @@ def write_html(doc: dict[str, Any], dist: _Dist, plots: dict[str, Path], path: P
     if missing:
         parts.append(f"<p class='note'>no image or video in the sample for: {_e(', '.join(missing))}</p>")
     parts.append("</body></html>")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(parts), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic_write_text(path, "".join(parts))
 
 
 # --------------------------------------------------------------------------- entry point
@@ -855,5 +843,5 @@ def run_stats(
         written = write_plots(doc, dist, out)
         doc["plots"] = {k: str(v) for k, v in written.items()}
         doc["html"] = str(write_html(doc, dist, written, out / "report.html"))
-        (out / "stats.json").write_text(json.dumps(doc, indent=1, sort_keys=True, default=str))
+        atomic_write_json(out / "stats.json", doc, indent=1, sort_keys=True)
     return doc
