@@ -106,7 +106,7 @@ def _fill(caps: dict[str, float], want: dict[str, float], total: float, redistri
     open_keys = {k for k in want if want[k] > 0}
     remaining = total
     while open_keys and remaining > _EPS:
-        weight = sum(want[k] for k in open_keys)
+        weight = sum(want[k] for k in sorted(open_keys))  # in key order: the same float sum in every process
         saturated = set()
         given = 0.0
         for k in sorted(open_keys):
