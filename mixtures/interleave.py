@@ -11,11 +11,9 @@ import heapq
 
 import numpy as np
 
-from mixtures.planner import Plan, Stream
+from mixtures.planner import Plan, Slot, Stream
 
-__all__ = ["Slot", "interleave"]
-
-Slot = tuple[int, int]  # (stream index, item index)
+__all__ = ["Slot", "interleave"]  # Slot: defined with the plan it indexes
 
 
 def _merge(streams: list[tuple[int, Stream]], cost: np.ndarray) -> list[Slot]:
@@ -31,7 +29,7 @@ def _merge(streams: list[tuple[int, Stream]], cost: np.ndarray) -> list[Slot]:
         _, i, _ = heapq.heappop(heap)
         st = by_index[i]
         p = pos[i]
-        out.append((i, p))
+        out.append(Slot(i, p))
         emitted[i] += float(cost[st.items[p]])
         pos[i] = p + 1
         if pos[i] < len(st.items):

@@ -16,15 +16,16 @@ import logging
 import os
 import shutil
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from mixtures.config import MixtureConfig, StageMix
-from mixtures.interleave import Slot, interleave
-from mixtures.planner import MixError, Plan, plan_stage
+from mixtures.interleave import interleave
+from mixtures.planner import MixError, Plan, Slot, plan_stage
 from mixtures.pool import COST_KEYS, Pool, leaves_of, load_pool, order_key
 from mixtures.report import build_report
-from mixtures.shards import write_shard
+from mixtures.shards import ShardJob, ShardSample, ShardStats, write_shard
 from schemas.files import atomic_write_json
 from schemas.hashing import fingerprint
 
@@ -32,9 +33,28 @@ __all__ = ["MixError", "mix_stage"]
 
 log = logging.getLogger(__name__)
 
+#: shard folders of a stage: "" (the stage folder, pre-mixed) or a leaf path (per-group) -> its jobs
+Layout = dict[str, list[ShardJob]]
 
-def _atomic_json(path: Path, data: Any) -> None:
-    atomic_write_json(path, data, indent=1, sort_keys=True)
+
+def mix_stage(cfg: MixtureConfig, stage_name: str, input_path: str | Path, output: str | Path, *, fresh: bool = False) -> dict:
+    """Mix one stage into ``output``. Returns the report. Shards are written by Ray tasks on the Ray
+    the caller started (`curate mix` opens a session; without one Ray starts itself)."""
+    stage = cfg.stage(stage_name)
+    out = _output_folder(output, fresh)
+    pool = load_pool(input_path, stage, stage.estimators or cfg.estimators)
+    plan = plan_stage(stage, pool, cfg.seed)
+    manifest = _open_manifest(out, stage, _config_hash(cfg, stage), pool.fingerprint)
+    layout = _shard_jobs(stage, plan, pool, out, cfg.seed)
+    jobs = [j for leaf_jobs in layout.values() for j in leaf_jobs]
+    stats = _write_shards(jobs, out, manifest)
+    blend = _write_indexes(stage, plan, layout, stats, out)
+    report = build_report(cfg, stage, plan, pool, [stats[j.path] for j in jobs], blend=blend)
+    _atomic_json(out / "report.json", report)
+    return report
+
+
+# --------------------------------------------------------------------------- plan -> jobs
 
 
 def _config_hash(cfg: MixtureConfig, stage: StageMix) -> str:
@@ -42,12 +62,53 @@ def _config_hash(cfg: MixtureConfig, stage: StageMix) -> str:
     return fingerprint(body)
 
 
+def _folder(out: Path, leaf: str) -> Path:
+    return out / leaf.replace("/", "__") if leaf else out
+
+
+def _shard_jobs(stage: StageMix, plan: Plan, pool: Pool, out: Path, seed: int) -> Layout:
+    """The stage's sample order (one per group folder in per-group mode), keyed and cut into shards."""
+    cost = pool.costs[stage.unit]
+    if stage.shards.mode == "premixed":
+        orders = {"": interleave(plan, cost)}
+    else:
+        orders = {leaf: interleave(plan, cost, leaf=leaf) for leaf in plan.targets}
+    text_first = _text_first(stage)
+    uses: Counter[str] = Counter()
+    layout: Layout = {}
+    for leaf, order in orders.items():
+        keys = _keys(order, plan, pool, uses)
+        layout[leaf] = [
+            ShardJob(
+                path=str(_folder(out, leaf) / f"{stage.shards.split}-{n:06d}.tar"),
+                samples=[_sample(slot, keys[slot], plan, pool, seed, text_first) for slot in slots],
+                stage=stage.name,
+                unit=stage.unit,
+            )
+            for n, slots in enumerate(_cut(order, plan, pool, stage))
+        ]
+    return layout
+
+
+def _keys(order: list[Slot], plan: Plan, pool: Pool, uses: Counter[str] | None = None) -> dict[Slot, str]:
+    """The id on first use, ``<id>_<n>`` on the n-th repeat: unique across the stage's shards.
+    ``uses`` is shared by the groups of a per-group mix, so a row two groups draw gets two keys."""
+    uses = Counter() if uses is None else uses
+    keys = {}
+    for slot in order:
+        sid = pool.ids[plan.row(slot)]
+        n = uses[sid]
+        keys[slot] = sid if n == 0 else f"{sid}_{n}"
+        uses[sid] += 1
+    return keys
+
+
 def _cut(order: list[Slot], plan: Plan, pool: Pool, stage: StageMix) -> list[list[Slot]]:
+    """Consecutive runs of the order, each within the shard limits (samples, bytes)."""
     shards: list[list[Slot]] = [[]]
     size = 0
     for slot in order:
-        row = plan.streams[slot[0]].items[slot[1]]
-        nbytes = pool.bytes[row] + 1024
+        nbytes = pool.bytes[plan.row(slot)] + 1024
         full = len(shards[-1]) >= stage.shards.max_samples
         if stage.shards.max_bytes and shards[-1] and size + nbytes > stage.shards.max_bytes:
             full = True
@@ -69,149 +130,120 @@ def _text_first(stage: StageMix) -> dict[str, float]:
     return out
 
 
-def _jobs(shards: list[list[Slot]], folder: Path, plan: Plan, pool: Pool, stage: StageMix, keys: dict, seed: int) -> list[dict]:
-    jobs = []
-    text_first = _text_first(stage)
-    for n, slots in enumerate(shards):
-        samples = []
-        for si, ii in slots:
-            st = plan.streams[si]
-            row = st.items[ii]
-            samples.append(
-                {
-                    "file": pool.files[pool.file_index[row]],
-                    "row": pool.row_index[row],
-                    "key": keys[(si, ii)],
-                    "group": st.leaf,
-                    "repeat": st.repeat[ii],
-                    "phase": st.phase,
-                    "cost": {k: float(pool.costs[k][row]) for k in COST_KEYS},
-                }
-            )
-            if st.leaf in text_first:  # a pure function of (seed, key): reruns and resumes agree
-                samples[-1]["text_first"] = order_key(keys[(si, ii)], seed, -1) < text_first[st.leaf] * 2**64
-        jobs.append({"path": str(folder / f"{stage.shards.split}-{n:06d}.tar"), "samples": samples, "stage": stage.name, "unit": stage.unit})
-    return jobs
+def _sample(slot: Slot, key: str, plan: Plan, pool: Pool, seed: int, text_first: dict[str, float]) -> ShardSample:
+    st = plan.streams[slot.stream]
+    row = st.items[slot.item]
+    share = text_first.get(st.leaf)
+    return ShardSample(
+        file=pool.files[pool.file_index[row]],
+        row=pool.row_index[row],
+        key=key,
+        group=st.leaf,
+        repeat=st.repeat[slot.item],
+        phase=st.phase,
+        cost={k: float(pool.costs[k][row]) for k in COST_KEYS},
+        # a pure function of (seed, key): reruns and resumes agree
+        text_first=None if share is None else order_key(key, seed, -1) < share * 2**64,
+    )
 
 
-def _keys(order: list[Slot], plan: Plan, pool: Pool, uses: Counter[str] | None = None) -> dict[Slot, str]:
-    """The id on first use, ``<id>_<n>`` on the n-th repeat: unique across the stage's shards.
-    ``uses`` is shared by the groups of a per-group mix, so a row two groups draw gets two keys."""
-    uses = Counter() if uses is None else uses
-    keys = {}
-    for slot in order:
-        sid = pool.ids[plan.streams[slot[0]].items[slot[1]]]
-        n = uses[sid]
-        keys[slot] = sid if n == 0 else f"{sid}_{n}"
-        uses[sid] += 1
-    return keys
+# --------------------------------------------------------------------------- write
 
 
-def _wids(folder: Path, name: str, stats: list[dict], base: Path) -> dict:
-    index = {
-        "__kind__": "wids-shard-index-v1",
-        "wids_version": 1,
-        "name": name,
-        "shardlist": [{"url": os.path.relpath(folder / s["shard"], base), "nsamples": s["samples"]} for s in stats],
-    }
-    return index
+def _atomic_json(path: Path, data: Any) -> None:
+    atomic_write_json(path, data, indent=1, sort_keys=True)
 
 
-def mix_stage(cfg: MixtureConfig, stage_name: str, input_path: str | Path, output: str | Path, *, fresh: bool = False) -> dict:
-    """Mix one stage into ``output``. Returns the report."""
-    import ray
-
-    stage = cfg.stage(stage_name)
-    estimators = stage.estimators or cfg.estimators
+def _output_folder(output: str | Path, fresh: bool) -> Path:
     out = Path(output).resolve()
     if fresh:
         shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
-    pool = load_pool(input_path, stage, estimators)
-    plan = plan_stage(stage, pool, cfg.seed)
-    cost = pool.costs[stage.unit]
-    config_hash = _config_hash(cfg, stage)
-    manifest_path = out / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-    if manifest and (manifest.get("config_hash"), manifest.get("input_fingerprint")) != (config_hash, pool.fingerprint):
+    return out
+
+
+def _open_manifest(out: Path, stage: StageMix, config_hash: str, input_fingerprint: str) -> dict[str, Any]:
+    """The manifest of a mix already in ``out`` (its finished shards), or a new one; a folder that
+    holds another mix (other config or input) is an error."""
+    path = out / "manifest.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    if old and (old.get("config_hash"), old.get("input_fingerprint")) != (config_hash, input_fingerprint):
         raise MixError(
-            f"{out} holds shards of another mix (config {manifest.get('config_hash')}, input "
-            f"{manifest.get('input_fingerprint')}; now {config_hash}, {pool.fingerprint}); use --fresh or another --output"
+            f"{out} holds shards of another mix (config {old.get('config_hash')}, input "
+            f"{old.get('input_fingerprint')}; now {config_hash}, {input_fingerprint}); use --fresh or another --output"
         )
-    manifest = {"stage": stage.name, "config_hash": config_hash, "input_fingerprint": pool.fingerprint, "shards": manifest.get("shards", {})}
+    return {"stage": stage.name, "config_hash": config_hash, "input_fingerprint": input_fingerprint, "shards": old.get("shards", {})}
 
-    if stage.shards.mode == "premixed":
-        groups = {"": interleave(plan, cost)}
-    else:
-        groups = {leaf: interleave(plan, cost, leaf=leaf) for leaf in plan.targets}
-    jobs: list[dict] = []
-    layout: dict[str, list[str]] = {}
-    uses: Counter[str] = Counter()
-    for leaf, order in groups.items():
-        folder = out / leaf.replace("/", "__") if leaf else out
-        keys = _keys(order, plan, pool, uses)
-        leaf_jobs = _jobs(_cut(order, plan, pool, stage), folder, plan, pool, stage, keys, cfg.seed)
-        layout[leaf] = [j["path"] for j in leaf_jobs]
-        jobs += leaf_jobs
+
+def _finished(job: ShardJob, done: dict[str, Any] | None) -> ShardStats | None:
+    """The stats of a shard the manifest lists, when the tar is there with that hash."""
+    tar = Path(job.path)
+    if not (done and tar.exists() and job.stats_path.exists()):
+        return None
+    if hashlib.sha256(tar.read_bytes()).hexdigest() != done["sha256"]:
+        return None
+    return ShardStats.from_json(json.loads(job.stats_path.read_text()))
+
+
+def _write_shards(jobs: list[ShardJob], out: Path, manifest: dict[str, Any]) -> dict[str, ShardStats]:
+    """Write every shard not finished yet, recording each in the manifest as it lands. Stats by path."""
+    stats: dict[str, ShardStats] = {}
     todo = []
-    stats_by_path: dict[str, dict] = {}
     for job in jobs:
-        rel = os.path.relpath(job["path"], out)
-        done = manifest["shards"].get(rel)
-        stats_file = Path(job["path"][: -len(".tar")] + ".stats.json")
-        if (
-            done
-            and Path(job["path"]).exists()
-            and stats_file.exists()
-            and hashlib.sha256(Path(job["path"]).read_bytes()).hexdigest() == done["sha256"]
-        ):
-            stats_by_path[job["path"]] = json.loads(stats_file.read_text())
-            continue
-        todo.append(job)
-    log.info("stage %s: %d shards, %d to write", stage.name, len(jobs), len(todo))
-    if todo:  # on the Ray its caller started (`curate mix` opens a session; else Ray starts itself)
-        task = ray.remote(num_cpus=1)(write_shard)
-        pending = {task.remote(j): j for j in todo}
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            job = pending.pop(ready[0])
-            stats = ray.get(ready[0])
-            stats_by_path[job["path"]] = stats
-            rel = os.path.relpath(job["path"], out)
-            manifest["shards"][rel] = {"sha256": stats["sha256"], "samples": stats["samples"], "bytes": stats["bytes"]}
-            _atomic_json(manifest_path, manifest)
-    _atomic_json(manifest_path, manifest)
+        finished = _finished(job, manifest["shards"].get(os.path.relpath(job.path, out)))
+        if finished is None:
+            todo.append(job)
+        else:
+            stats[job.path] = finished
+    log.info("stage %s: %d shards, %d to write", manifest["stage"], len(jobs), len(todo))
+    for job, s in _on_ray(todo):
+        stats[job.path] = s
+        manifest["shards"][os.path.relpath(job.path, out)] = {"sha256": s.sha256, "samples": s.samples, "bytes": s.bytes}
+        _atomic_json(out / "manifest.json", manifest)
+    _atomic_json(out / "manifest.json", manifest)
+    return stats
 
-    # loader indexes
+
+def _on_ray(jobs: list[ShardJob]) -> Iterator[tuple[ShardJob, ShardStats]]:
+    """(job, stats) of every job, one Ray task each, as they finish."""
+    if not jobs:
+        return
+    import ray
+
+    task = ray.remote(num_cpus=1)(write_shard)
+    pending = {task.remote(j): j for j in jobs}
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        yield pending.pop(ready[0]), ray.get(ready[0])
+
+
+# --------------------------------------------------------------------------- index
+
+
+def _wids(name: str, shards: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"__kind__": "wids-shard-index-v1", "wids_version": 1, "name": name, "shardlist": shards}
+
+
+def _write_indexes(stage: StageMix, plan: Plan, layout: Layout, stats: dict[str, ShardStats], out: Path) -> list[dict[str, Any]]:
+    """A wids index per shard folder, and in per-group mode one over all groups with each group's
+    blend weight. Returns the blend (per-group mode; empty when pre-mixed)."""
+    split = stage.shards.split
     blend = []
-    for leaf, paths in layout.items():
-        folder = out / leaf.replace("/", "__") if leaf else out
-        stats = [stats_by_path[p] for p in paths]
-        name = f"{stage.name}" if not leaf else f"{stage.name}/{leaf}"
-        index_path = (out if not leaf else folder) / f"{stage.shards.split}.wids.json"
-        _atomic_json(index_path, _wids(folder, name, stats, index_path.parent))
+    for leaf, jobs in layout.items():
+        folder = _folder(out, leaf)
+        shards = [{"url": stats[j.path].shard, "nsamples": stats[j.path].samples} for j in jobs]
+        _atomic_json(folder / f"{split}.wids.json", _wids(f"{stage.name}/{leaf}" if leaf else stage.name, shards))
         if leaf:
-            samples = sum(s["samples"] for s in stats)
-            blend.append({"group": leaf, "path": leaf.replace("/", "__"), "samples": samples, "amount": plan.allocated.get(leaf, 0.0)})
-    total_samples = sum(b["samples"] for b in blend)
+            samples = sum(stats[j.path].samples for j in jobs)
+            blend.append({"group": leaf, "path": folder.name, "samples": samples, "amount": plan.allocated.get(leaf, 0.0)})
+    total = sum(b["samples"] for b in blend)
     for b in blend:  # a sampling probability: what a loader mixing the group folders draws
-        b["weight"] = b["samples"] / total_samples if total_samples else 0.0
-    if blend:  # wids index over all groups, with each group's weight
-        _atomic_json(
-            out / f"{stage.shards.split}.wids.json",
-            {
-                "__kind__": "wids-shard-index-v1",
-                "wids_version": 1,
-                "name": stage.name,
-                "shardlist": [
-                    {"url": os.path.relpath(p, out), "nsamples": stats_by_path[p]["samples"], "weight": b["weight"], "group": b["group"]}
-                    for b in blend
-                    for p in layout[b["group"]]
-                ],
-            },
-        )
-    all_stats = [stats_by_path[j["path"]] for j in jobs]
-    report = build_report(cfg, stage, plan, pool, all_stats, blend=blend)
-    _atomic_json(out / "report.json", report)
-    return report
-
+        b["weight"] = b["samples"] / total if total else 0.0
+    if blend:
+        shards = [
+            {"url": os.path.relpath(j.path, out), "nsamples": stats[j.path].samples, "weight": b["weight"], "group": b["group"]}
+            for b in blend
+            for j in layout[b["group"]]
+        ]
+        _atomic_json(out / f"{split}.wids.json", _wids(stage.name, shards))
+    return blend

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
 from mixtures.config import GroupSpec, StageMix
 from mixtures.pool import Pool, order_key
 
-__all__ = ["MixError", "Plan", "Stream", "plan_stage"]
+__all__ = ["MixError", "Plan", "Slot", "Stream", "plan_stage"]
 
 _EPS = 1e-9
 
@@ -39,6 +40,13 @@ class Stream:
     amount: float = 0.0  # in the stage unit
 
 
+class Slot(NamedTuple):
+    """One planned sample: the ``item``-th of ``plan.streams[stream]``."""
+
+    stream: int
+    item: int
+
+
 @dataclass
 class Plan:
     stage: str
@@ -54,6 +62,10 @@ class Plan:
     streams: list[Stream]
     excluded_zero_cost: dict[str, int]  # leaf -> rows that cost nothing in this unit
     shortfalls: list[dict]  # leaves whose target could not be met
+
+    def row(self, slot: Slot) -> int:
+        """The pool row a slot draws."""
+        return self.streams[slot.stream].items[slot.item]
 
 
 def _weights_for(groups: list[GroupSpec], overrides: dict[str, float], prefix: str) -> list[float | None]:

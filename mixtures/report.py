@@ -12,12 +12,13 @@ from rich.table import Table
 from mixtures.config import MixtureConfig, StageMix
 from mixtures.planner import Plan
 from mixtures.pool import COST_KEYS, Pool
+from mixtures.shards import ShardStats
 from mixtures.shares import achieved_by_group, drift, group_shares, phase_shares, prefix_drift
 
 __all__ = ["build_report", "print_report"]
 
 
-def build_report(cfg: MixtureConfig, stage: StageMix, plan: Plan, pool: Pool, stats: list[dict], *, blend: list[dict]) -> dict[str, Any]:
+def build_report(cfg: MixtureConfig, stage: StageMix, plan: Plan, pool: Pool, stats: list[ShardStats], *, blend: list[dict]) -> dict[str, Any]:
     unit = stage.unit
     achieved = achieved_by_group(stats)
     total_target = sum(plan.targets.values()) or 1.0
@@ -54,19 +55,19 @@ def build_report(cfg: MixtureConfig, stage: StageMix, plan: Plan, pool: Pool, st
             },
             "excluded_zero_cost": plan.excluded_zero_cost.get(leaf, 0),
         }
-        n_text_first = sum(st.get("text_first", {}).get(leaf, 0) for st in stats)
-        if any(leaf in st.get("text_first", {}) for st in stats):  # the group sets text_first
+        n_text_first = sum(st.text_first.get(leaf, 0) for st in stats)
+        if any(leaf in st.text_first for st in stats):  # the group sets text_first
             samples = sum(draws.values())
             groups[leaf]["text_first_share"] = round(n_text_first / samples, 4) if samples else 0.0
     shares_by_phase = phase_shares(plan)
     premixed = stage.shards.mode == "premixed"
     # per-group shards hold one group each: drift against the whole mix means nothing there
     shard_drift = [
-        {"shard": s["shard"], "max_abs_drift": round(drift(s["by_group"], s.get("by_phase", {}), shares_by_phase, unit), 6)}
+        {"shard": s.shard, "max_abs_drift": round(drift(s.by_group, s.by_phase, shares_by_phase, unit), 6)}
         for s in stats
         if premixed
     ]
-    skipped = [x for s in stats for x in s.get("skipped", [])]
+    skipped = [x for s in stats for x in s.skipped]
     return {
         "stage": stage.name,
         "mixture": cfg.name,

@@ -11,6 +11,7 @@ import io
 import json
 import os
 from collections import defaultdict
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from schemas.files import atomic_write_bytes, atomic_write_json
 from schemas.media_types import DEFAULT_MEMBER_EXT, MEMBER_EXT, MEMBER_PREFIX
 from schemas.record import from_table
 
-__all__ = ["ShardJob", "check_key", "media_members", "write_shard"]
+__all__ = ["ShardJob", "ShardSample", "ShardStats", "check_key", "media_members", "stats_path_of", "write_shard"]
 
 _RECORD_FIELDS = (
     "id", "source", "locator", "license", "layout", "modalities", "tasks", "buckets", "caption", "alt_text",
@@ -30,7 +31,67 @@ _RECORD_FIELDS = (
     "interaction", "scores", "parent_id",
 )  # fmt: skip
 
-ShardJob = dict[str, Any]  # {"path", "samples": [{"file", "row", "key", "group", "repeat", "cost", "text_first"?}], "stage", "unit"}
+@dataclass(frozen=True, slots=True)
+class ShardSample:
+    """One sample of a shard: where its curated row is and what the mix says about it."""
+
+    file: str  # curated Parquet file
+    row: int  # row inside that file
+    key: str  # WebDataset key, unique across the stage
+    group: str  # leaf group path
+    repeat: int  # epoch of the source this draw is from (0 = first use)
+    phase: int  # schedule phase
+    cost: dict[str, float]  # unit -> cost
+    text_first: bool | None = None  # None: the group sets no text_first
+
+
+@dataclass(frozen=True, slots=True)
+class ShardJob:
+    """One shard to write (a Ray task's argument): its path and samples, in order."""
+
+    path: str
+    samples: list[ShardSample]
+    stage: str
+    unit: str
+
+    @property
+    def stats_path(self) -> Path:
+        return stats_path_of(self.path)
+
+
+@dataclass(slots=True)
+class ShardStats:
+    """What ``<shard>.stats.json`` holds: counts and amounts of one written shard."""
+
+    shard: str = ""  # file name
+    stage: str = ""
+    unit: str = "samples"
+    samples: int = 0
+    bytes: int = 0
+    sha256: str = ""
+    skipped: list[dict[str, str]] = field(default_factory=list)  # {"id", "key", "error"}
+    by_group: dict[str, dict[str, float]] = field(default_factory=dict)  # group -> unit -> amount
+    by_phase: dict[str, dict[str, float]] = field(default_factory=dict)  # phase -> group -> amount in the unit
+    by_layout: dict[str, int] = field(default_factory=dict)
+    by_modality: dict[str, int] = field(default_factory=dict)
+    by_source: dict[str, int] = field(default_factory=dict)
+    by_member: dict[str, int] = field(default_factory=dict)  # member suffix -> samples with it
+    text_first: dict[str, int] = field(default_factory=dict)  # group -> samples with text first
+    shares: dict[str, float] = field(default_factory=dict)  # group -> share of the unit
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ShardStats:
+        """From a stats JSON; keys an older mixer did not write keep their defaults."""
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+
+def stats_path_of(tar: str | Path) -> Path:
+    """``<dir>/<shard>.tar`` -> ``<dir>/<shard>.stats.json``."""
+    tar = Path(tar)
+    return tar.with_name(tar.name[: -len(".tar")] + ".stats.json")
 
 
 def check_key(key: str) -> str:
@@ -71,71 +132,97 @@ def _primary_text(row: dict[str, Any]) -> str | None:
     return None
 
 
-def _rows(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _rows(samples: list[ShardSample]) -> list[dict[str, Any]]:
     by_file: dict[str, list[int]] = defaultdict(list)
     for s in samples:
-        by_file[s["file"]].append(s["row"])
+        by_file[s.file].append(s.row)
     cache: dict[tuple[str, int], dict[str, Any]] = {}
     for f, rows in by_file.items():
         uniq = sorted(set(rows))
         table = pq.read_table(f).take(uniq)
         for r, rec in zip(uniq, from_table(table), strict=True):
             cache[(f, r)] = rec
-    return [cache[(s["file"], s["row"])] for s in samples]
+    return [cache[(s.file, s.row)] for s in samples]
 
 
-def write_shard(job: ShardJob) -> dict[str, Any]:
-    """Write the shard (temp name, then rename) and its stats; return the stats."""
-    path = Path(job["path"])
-    rows = _rows(job["samples"])
+def _members(key: str, row: dict[str, Any]) -> tuple[dict[str, bytes], list[dict[str, Any]]]:
+    """The media members of a sample ({suffix: bytes}) and their records; OSError when a file is gone."""
+    members, meta = {}, []
+    for i, suffix in media_members(row.get("media") or []):
+        m = row["media"][i]
+        members[suffix] = read_media_bytes(m)
+        meta.append({**{k: v for k, v in m.items() if v is not None}, "member": f"{key}.{suffix}", "index": i})
+    return members, meta
+
+
+def _record(s: ShardSample, row: dict[str, Any], stage: str, media: list[dict[str, Any]]) -> bytes:
+    record = {k: row.get(k) for k in _RECORD_FIELDS if row.get(k) not in (None, [], {})}
+    record.update(key=s.key, stage=stage, group=s.group, repeat=s.repeat, cost=s.cost, media=media)
+    if s.text_first is not None:
+        record["text_first"] = s.text_first
+    return json.dumps(record, sort_keys=True, ensure_ascii=False, default=str).encode()
+
+
+class _Counts:
+    """Running counts of one shard, as plain dicts once done."""
+
+    def __init__(self, unit: str) -> None:
+        self.unit = unit
+        self.samples = 0
+        self.skipped: list[dict[str, str]] = []
+        self.by_group: dict[str, dict[str, float]] = {}
+        self.by_phase: dict[str, dict[str, float]] = {}
+        self.by: dict[str, dict[str, int]] = {k: defaultdict(int) for k in ("layout", "modality", "source", "member", "text_first")}
+
+    def add(self, s: ShardSample, row: dict[str, Any], members: list[str]) -> None:
+        if s.text_first is not None:
+            self.by["text_first"][s.group] += int(s.text_first)
+        for suffix in members:
+            self.by["member"][suffix] += 1
+        g = self.by_group.setdefault(s.group, defaultdict(float))
+        for unit, value in s.cost.items():
+            g[unit] += value
+        self.by_phase.setdefault(str(s.phase), defaultdict(float))[s.group] += s.cost[self.unit]
+        self.samples += 1
+        self.by["layout"][row.get("layout") or "unknown"] += 1
+        self.by["source"][row["source"]] += 1
+        for mod in row.get("modalities") or []:
+            self.by["modality"][mod] += 1
+
+    def stats(self, job: ShardJob, data: bytes) -> ShardStats:
+        total = sum(g.get(self.unit, 0.0) for g in self.by_group.values())
+        return ShardStats(
+            shard=Path(job.path).name, stage=job.stage, unit=job.unit, samples=self.samples, bytes=len(data),
+            sha256=hashlib.sha256(data).hexdigest(), skipped=self.skipped,
+            by_group={g: dict(v) for g, v in self.by_group.items()}, by_phase={k: dict(v) for k, v in self.by_phase.items()},
+            by_layout=dict(self.by["layout"]), by_modality=dict(self.by["modality"]), by_source=dict(self.by["source"]),
+            by_member=dict(self.by["member"]), text_first=dict(self.by["text_first"]),
+            shares={g: (v.get(self.unit, 0.0) / total if total else 0.0) for g, v in sorted(self.by_group.items())},
+        )  # fmt: skip
+
+
+def write_shard(job: ShardJob) -> ShardStats:
+    """Write the shard and its stats JSON (each under a temporary name, then renamed); return the stats."""
+    rows = _rows(job.samples)
     buf = io.BytesIO()
-    stats: dict[str, Any] = {
-        "shard": path.name, "stage": job["stage"], "unit": job["unit"], "samples": 0, "skipped": [],
-        "by_group": {}, "by_phase": {}, "by_layout": defaultdict(int), "by_modality": defaultdict(int), "by_source": defaultdict(int),
-        "by_member": defaultdict(int), "text_first": defaultdict(int),
-    }  # fmt: skip
+    counts = _Counts(job.unit)
     writer = wds.TarWriter(buf, encoder=False, mtime=0.0, user="nmm", group="nmm")
-    for s, row in zip(job["samples"], rows, strict=True):
-        key = check_key(s["key"])
-        sample: dict[str, Any] = {"__key__": key}
-        media_meta = []
+    for s, row in zip(job.samples, rows, strict=True):
+        key = check_key(s.key)
         try:
-            for i, suffix in media_members(row.get("media") or []):
-                m = row["media"][i]
-                sample[suffix] = read_media_bytes(m)
-                media_meta.append({**{k: v for k, v in m.items() if v is not None}, "member": f"{key}.{suffix}", "index": i})
+            members, media = _members(key, row)
         except OSError as e:  # the file went away after curation: skip, say so
-            stats["skipped"].append({"id": row["id"], "key": key, "error": str(e)})
+            counts.skipped.append({"id": row["id"], "key": key, "error": str(e)})
             continue
-        record = {k: row.get(k) for k in _RECORD_FIELDS if row.get(k) not in (None, [], {})}
-        record.update(key=key, stage=job["stage"], group=s["group"], repeat=s["repeat"], cost=s["cost"], media=media_meta)
-        if "text_first" in s:
-            record["text_first"] = s["text_first"]
-            stats["text_first"][s["group"]] += int(s["text_first"])
-        sample["json"] = json.dumps(record, sort_keys=True, ensure_ascii=False, default=str).encode()
+        sample: dict[str, Any] = {"__key__": key, **members, "json": _record(s, row, job.stage, media)}
         text = _primary_text(row)
         if text:
             sample["txt"] = text.encode()
         writer.write(sample)
-        for suffix in sample:
-            if suffix != "__key__":
-                stats["by_member"][suffix] += 1
-        g = stats["by_group"].setdefault(s["group"], defaultdict(float))
-        for unit, value in s["cost"].items():
-            g[unit] += value
-        ph = stats["by_phase"].setdefault(str(s.get("phase", 0)), defaultdict(float))
-        ph[s["group"]] += s["cost"][job["unit"]]
-        stats["samples"] += 1
-        stats["by_layout"][row.get("layout") or "unknown"] += 1
-        stats["by_source"][row["source"]] += 1
-        for mod in row.get("modalities") or []:
-            stats["by_modality"][mod] += 1
+        counts.add(s, row, [k for k in sample if k != "__key__"])
     writer.close()
     data = buf.getvalue()
-    stats["bytes"] = len(data)
-    stats["sha256"] = hashlib.sha256(data).hexdigest()
-    total = sum(g.get(job["unit"], 0.0) for g in stats["by_group"].values())
-    stats["shares"] = {g: (v.get(job["unit"], 0.0) / total if total else 0.0) for g, v in sorted(stats["by_group"].items())}
-    atomic_write_bytes(path, data)
-    atomic_write_json(path.with_name(path.name[: -len(".tar")] + ".stats.json"), stats, indent=1, sort_keys=True)
-    return json.loads(json.dumps(stats, default=dict))
+    stats = counts.stats(job, data)
+    atomic_write_bytes(job.path, data)
+    atomic_write_json(job.stats_path, stats.to_json(), indent=1, sort_keys=True)
+    return stats

@@ -8,6 +8,7 @@ from collections import defaultdict
 
 from mixtures.planner import Plan
 from mixtures.pool import COST_KEYS
+from mixtures.shards import ShardStats
 
 __all__ = ["achieved_by_group", "drift", "expected_shares", "group_shares", "phase_shares", "prefix_drift"]
 
@@ -39,11 +40,11 @@ def expected_shares(by_phase: dict[str, dict[str, float]], shares: list[dict[str
     return {g: sum(amounts[k] / total * shares[k].get(g, 0.0) for k in amounts) if total else 0.0 for g in groups}
 
 
-def achieved_by_group(stats: list[dict]) -> dict[str, dict[str, float]]:
+def achieved_by_group(stats: list[ShardStats]) -> dict[str, dict[str, float]]:
     """Group -> unit -> amount, summed over the per-shard stats."""
     out: dict[str, dict[str, float]] = defaultdict(lambda: dict.fromkeys(COST_KEYS, 0.0))
     for s in stats:
-        for g, costs in s["by_group"].items():
+        for g, costs in s.by_group.items():
             for k, v in costs.items():
                 out[g][k] += v
     return dict(out)
@@ -58,16 +59,16 @@ def drift(by_group: dict[str, dict[str, float]], by_phase: dict[str, dict[str, f
     return float(max((abs(by_group.get(g, {}).get(unit, 0.0) / total - p) for g, p in expected.items()), default=0.0))
 
 
-def prefix_drift(stats: list[dict], shares: list[dict[str, float]], unit: str) -> list[dict]:
+def prefix_drift(stats: list[ShardStats], shares: list[dict[str, float]], unit: str) -> list[dict]:
     """Drift of every prefix of the shard list (a trainer that stops early saw this mix)."""
     acc: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     acc_phase: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     out = []
     for n, s in enumerate(stats, 1):
-        for g, costs in s["by_group"].items():
+        for g, costs in s.by_group.items():
             for k, v in costs.items():
                 acc[g][k] += v
-        for k, groups in s.get("by_phase", {}).items():
+        for k, groups in s.by_phase.items():
             for g, v in groups.items():
                 acc_phase[k][g] += v
         out.append({"shards": n, "max_abs_drift": round(drift(acc, acc_phase, shares, unit), 6)})

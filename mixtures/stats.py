@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from mixtures.pool import COST_KEYS
+from mixtures.shards import ShardStats
 from mixtures.shares import achieved_by_group, drift, expected_shares, prefix_drift
 from schemas.files import atomic_write_json, atomic_write_text
 from schemas.media_types import modality_of_ext
@@ -272,8 +273,8 @@ def _collect_shards(root: Path, *, sample_shards: int, seed: int, thumbs: int) -
     files = _stats_files(root)
     if not files:
         raise FileNotFoundError(f"{root}: no <shard>.stats.json files")
-    stats = [json.loads(f.read_text()) for f in files]
-    unit = report["unit"] if report else stats[0].get("unit", "samples")
+    stats = [ShardStats.from_json(json.loads(f.read_text())) for f in files]
+    unit = report["unit"] if report else stats[0].unit
     mode = (report or {}).get("mode") or ("per_group" if any(f.parent != root for f in files) else "premixed")
     phases, phases_exact = _planned_phase_shares(report)
     mixed = mode == "premixed" and bool(phases)
@@ -284,7 +285,7 @@ def _collect_shards(root: Path, *, sample_shards: int, seed: int, thumbs: int) -
     rgroups = (report or {}).get("groups", {})
     names = list(rgroups) + [g for g in sorted(achieved) if g not in rgroups]
     missing = {s["group"]: s for s in (report or {}).get("shortfalls", [])}
-    shards_with: Counter[str] = Counter(g for s in stats for g in s.get("by_group", {}))
+    shards_with: Counter[str] = Counter(g for s in stats for g in s.by_group)
     groups: dict[str, Any] = {}
     for g in names:
         a = {k: float(achieved.get(g, {}).get(k, 0.0)) for k in COST_KEYS}
@@ -307,22 +308,22 @@ def _collect_shards(root: Path, *, sample_shards: int, seed: int, thumbs: int) -
         rel = _tar_of(f).relative_to(root).as_posix()
         row = {
             "shard": rel,
-            "samples": s.get("samples", 0),
-            "bytes": s.get("bytes", 0),
-            "skipped": len(s.get("skipped", [])),
-            "shares": s.get("shares", {}),
-            "sha256": s.get("sha256"),
+            "samples": s.samples,
+            "bytes": s.bytes,
+            "skipped": len(s.skipped),
+            "shares": s.shares,
+            "sha256": s.sha256 or None,
         }
         if mixed:
-            row["expected"] = expected_shares(s.get("by_phase", {}), phases)
+            row["expected"] = expected_shares(s.by_phase, phases)
             name = Path(rel).name
-            row["drift"] = report_drift[name] if name in report_drift else round(drift(s["by_group"], s.get("by_phase", {}), phases, unit), 6)
+            row["drift"] = report_drift[name] if name in report_drift else round(drift(s.by_group, s.by_phase, phases, unit), 6)
         shard_rows.append(row)
 
     by: dict[str, Counter[str]] = {k: Counter() for k in ("by_layout", "by_modality", "by_source")}
     for s in stats:
         for k in by:
-            by[k].update(s.get(k, {}))
+            by[k].update(getattr(s, k))
 
     consistent = None
     if report:
@@ -339,7 +340,7 @@ def _collect_shards(root: Path, *, sample_shards: int, seed: int, thumbs: int) -
     doc = {
         "kind": "shards",
         "path": str(root),
-        "stage": (report or {}).get("stage", stats[0].get("stage")),
+        "stage": (report or {}).get("stage", stats[0].stage or None),
         "mixture": (report or {}).get("mixture"),
         "unit": unit,
         "mode": mode,
@@ -347,8 +348,8 @@ def _collect_shards(root: Path, *, sample_shards: int, seed: int, thumbs: int) -
         "tolerance": (report or {}).get("tolerance"),
         "shard_count": len(stats),
         "totals": totals,
-        "bytes": sum(s.get("bytes", 0) for s in stats),
-        "skipped": sum(len(s.get("skipped", [])) for s in stats),
+        "bytes": sum(s.bytes for s in stats),
+        "skipped": sum(len(s.skipped) for s in stats),
         "groups": groups,
         "shortfalls": (report or {}).get("shortfalls", []),
         "blend": (report or {}).get("blend", []),
