@@ -7,13 +7,13 @@ from collections import defaultdict
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from mixtures.config import MixtureConfig, StageMix
 from mixtures.planner import Plan
 from mixtures.pool import COST_KEYS, Pool
 from mixtures.shards import ShardStats
 from mixtures.shares import achieved_by_group, drift, group_shares, phase_shares, prefix_drift
+from mixtures.target_table import num, rich_table, rows_of_mix_report, target_table
 
 __all__ = ["build_report", "print_report"]
 
@@ -94,28 +94,16 @@ def build_report(cfg: MixtureConfig, stage: StageMix, plan: Plan, pool: Pool, st
     }
 
 
-def _fmt(v: float) -> str:
-    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:,.2f}"
-
-
 def print_report(report: dict[str, Any], console: Console | None = None) -> None:
+    """The mix's target-vs-achieved table, shortfalls and drift, as `curate mix` prints them."""
     console = console or Console()
     unit = report["unit"]
-    t = Table(title=f"stage {report['stage']}: target vs achieved, in {unit}", title_justify="left")
-    for c in ("group", "target %", "planned %", "achieved %", unit, "samples", "repeat"):
-        t.add_column(c, justify="left" if c == "group" else "right", overflow="fold")
-    for g, r in report["groups"].items():
-        reps = max((s["repeat_factor"] for s in r["sources"].values()), default=0.0)
-        a = r["achieved"]
-        t.add_row(
-            g, f"{100 * r['target_share']:.1f}", f"{100 * r['planned_share']:.1f}", f"{100 * r['achieved_share']:.1f}",
-            _fmt(a[unit]), f"{a['samples']:.0f}", f"{reps:.2f}",
-        )  # fmt: skip
-    console.print(t)
+    title = f"stage {report['stage']}: target vs achieved, in {unit}"
+    console.print(rich_table(title, *target_table(rows_of_mix_report(report), unit)))
     for s in report["shortfalls"]:
         console.print(
-            f"[yellow]target not met[/yellow]: {s['group']} wanted {_fmt(s['target'])} {unit}, "
-            f"planned {_fmt(s['planned'])} (missing {_fmt(s['missing'])}; {s['reason']})"
+            f"[yellow]target not met[/yellow]: {s['group']} wanted {num(s['target'])} {unit}, "
+            f"planned {num(s['planned'])} (missing {num(s['missing'])}; {s['reason']})"
         )
     if report["skipped"]:
         console.print(f"[yellow]{len(report['skipped'])} samples skipped[/yellow]: media unreadable at mix time")
