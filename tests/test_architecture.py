@@ -20,12 +20,7 @@ ALLOWED = {
 }
 #: modules on top of everything: the command line
 TOP = {"curate.cli"}
-#: upward imports still to remove (issue 9): the mixer opens its own Ray session and stats prints
-#: a curated run's summary with curate's printer. Nothing else may join them.
-KNOWN_UPWARD = {
-    ("mixtures.mixer", "curate.runtime"),
-    ("mixtures.stats", "curate.report"),
-}
+KNOWN_UPWARD: set[tuple[str, str]] = set()  # none left; nothing may join
 
 
 def _modules() -> dict[str, Path]:
