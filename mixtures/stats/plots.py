@@ -56,31 +56,10 @@ def _dist_plots(dist: Sampled, out: Path) -> dict[str, Path]:
     fig.suptitle("resolution")
     plots["resolution"] = _save(fig, out / "resolution.png")
 
-    fig = _fig()
-    ax = fig.subplots()
-    kinds = sorted({k for k, _ in dist.duration})
-    if kinds:
-        ax.hist([[d for m, d in dist.duration if m == k] for k in kinds], bins=20, label=kinds, stacked=True)
-        ax.set_xlabel("duration (s)")
-        ax.set_ylabel("media items")
-        ax.legend(fontsize=8)
-    else:
-        _no_data(ax, "videos or audio")
-    ax.set_title("duration")
-    plots["duration"] = _save(fig, out / "duration.png")
-
-    fig = _fig()
-    ax = fig.subplots()
-    groups = sorted({g for g, _ in dist.tokens})
-    if groups:
-        ax.hist([[t for g, t in dist.tokens if g == grp] for grp in groups], bins=25, label=groups, stacked=True)
-        ax.set_xlabel("estimated tokens per sample")
-        ax.set_ylabel("samples")
-        ax.legend(fontsize=7)
-    else:
-        _no_data(ax, "samples")
-    ax.set_title("tokens per sample, by group")
-    plots["tokens"] = _save(fig, out / "tokens.png")
+    plots["duration"] = _stacked_hist(dist.duration, 20, "duration (s)", "media items", "duration", "videos or audio", 8, out / "duration.png")
+    plots["tokens"] = _stacked_hist(
+        dist.tokens, 25, "estimated tokens per sample", "samples", "tokens per sample, by group", "samples", 7, out / "tokens.png"
+    )
 
     keys = sorted(dist.scores, key=lambda k: (-len(dist.scores[k]), k))[:16]
     cols = min(4, max(1, len(keys)))
@@ -174,6 +153,22 @@ def _curated_plots(r: CuratedReport, out: Path) -> dict[str, Path]:
     ax2.set_title("kept rows by layout")
     ax2.tick_params(axis="x", rotation=30, labelsize=8)
     return {"counts": _save(fig, out / "counts.png")}
+
+
+def _stacked_hist(pairs: list, bins: int, xlabel: str, ylabel: str, title: str, empty: str, fontsize: int, path: Path) -> Path:
+    """One stacked histogram of (label, value) pairs, a bar stack per label."""
+    fig = _fig()
+    ax = fig.subplots()
+    labels = sorted({k for k, _ in pairs})
+    if labels:
+        ax.hist([[v for k, v in pairs if k == label] for label in labels], bins=bins, label=labels, stacked=True)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=fontsize)
+    else:
+        _no_data(ax, empty)
+    ax.set_title(title)
+    return _save(fig, path)
 
 
 def write_plots(doc: StatsReport | dict[str, Any], sampled: Sampled, out: Path) -> dict[str, Path]:
