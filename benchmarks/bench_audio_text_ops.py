@@ -3,7 +3,7 @@
 Each operator runs alone, in this one process (one core), on generated data, through its real
 entry point (``op(arrow_table)``: Arrow -> dicts -> work -> Arrow), so the numbers include the
 record conversion the engine pays too. Audio: speech-like recordings with pauses
-(``curate.demo_audio.make_speech``); text: dirty captions and transcripts in English and German;
+(``curate.demo.audio.make_speech``); text: dirty captions and transcripts in English and German;
 documents: interleaved rows with probed image metadata.
 
     python benchmarks/bench_audio_text_ops.py                 # default sizes (~1-2 min on 1 core)
@@ -44,7 +44,7 @@ _CAPTIONS = [
 
 
 def make_audio(folder: Path, files: int, seconds: float) -> list[Path]:
-    from curate.demo_audio import make_speech
+    from curate.demo.audio import make_speech
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -118,13 +118,13 @@ def main() -> None:
     import scipy.signal  # noqa: F401 - imports are not throughput
     import webrtcvad  # noqa: F401
 
-    from operators.audio_quality import AudioQuality
-    from operators.audio_transcode import AudioTranscode
-    from operators.audio_vad import AudioSegment
+    from operators.audio.quality import AudioQuality
+    from operators.audio.transcode import AudioTranscode
+    from operators.audio.vad import AudioSegment
     from operators.base import StageContext
-    from operators.interleaved_clean import InterleavedClean
-    from operators.text_clean import TextClean
-    from operators.text_quality import TextQuality
+    from operators.text.clean import TextClean
+    from operators.text.interleaved import InterleavedClean
+    from operators.text.quality import TextQuality
 
     work = Path(tempfile.mkdtemp(prefix="bench_audio_text_"))
     t = time.perf_counter()

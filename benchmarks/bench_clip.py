@@ -45,7 +45,7 @@ def random_vit_b32(path: Path) -> Path:
 
 
 def make_images(folder: Path, n: int) -> list[Path]:
-    from curate.synth import make_image
+    from curate.demo.synth import make_image
 
     folder.mkdir(parents=True, exist_ok=True)
     out = []
@@ -75,8 +75,8 @@ def main() -> None:
     import torch
     from PIL import Image
 
-    from operators._clip import decode_image
-    from operators.clip_score import ClipScore
+    from operators.clip.model import decode_image
+    from operators.clip.score import ClipScore
     from schemas.record import new_media, new_record
 
     work = Path(args.work)
@@ -142,7 +142,7 @@ def main() -> None:
     # aesthetic_score after clip_score: encoding again vs reusing the embedding clip_score kept
     import numpy as np
 
-    from operators.aesthetic_score import AestheticScore
+    from operators.clip.aesthetic import AestheticScore
 
     head = work / "aesthetic-linear-512.npz"
     rng = np.random.default_rng(0)

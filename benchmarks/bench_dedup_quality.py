@@ -1,6 +1,6 @@
 """Near-duplicate dedup quality: precision and recall per modality and per planted variant kind.
 
-A ground-truth set is generated locally (curate/synth_variants.py) into benchmarks/_data/:
+A ground-truth set is generated locally (curate/demo/synth_variants.py) into benchmarks/_data/:
 - images: photo-like originals (gradients, soft shapes, texture, grain) and copies resized
   (0.5-1.5x), JPEG re-encoded (quality 35-65), cropped 2-5% per side (crop) or 4-10% towards one
   corner (crop_corner), brightened +-15%, and
@@ -13,7 +13,7 @@ A ground-truth set is generated locally (curate/synth_variants.py) into benchmar
 - text: documents and copies with two typos, one word changed or removed, a sentence appended,
   or case/spacing changes; unrelated documents (also used for the semantic operator).
 Each operator runs with its defaults through summarize / decide per partition / combine /
-apply in one process (``operators.near_dup.resolve_in_process``).
+apply in one process (``operators.dedup.near.resolve_in_process``).
 
 Recall of a kind: the share of its copies that end in the same duplicate group as their
 original. Precision of a kind: of the predicted same-group pairs that involve a row of that
@@ -42,8 +42,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from curate.synth import make_audio  # noqa: E402
-from curate.synth_variants import (  # noqa: E402
+from curate.demo.synth import make_audio  # noqa: E402
+from curate.demo.synth_variants import (  # noqa: E402
     edit_text,
     image_variant,
     make_music,
@@ -53,7 +53,7 @@ from curate.synth_variants import (  # noqa: E402
     transcode_audio,
     transcode_video,
 )
-from operators.near_dup import resolve_in_process  # noqa: E402
+from operators.dedup.near import resolve_in_process  # noqa: E402
 from schemas.record import from_table, new_media, new_record, to_table  # noqa: E402
 
 DATA = ROOT / "benchmarks" / "_data" / "dedup_quality"
@@ -228,7 +228,7 @@ def main() -> None:
 
     results = []
     if "image" in args.only:
-        from operators.dedup_image_phash import ImagePhashDedup
+        from operators.dedup.image_phash import ImagePhashDedup
 
         results.append(run("image", "defaults", ImagePhashDedup(), image_set(n(150), n(300), flip=False)))
         results.append(run("image", "flip: true", ImagePhashDedup({"flip": True}), image_set(n(150), n(300), flip=True)))
@@ -236,20 +236,20 @@ def main() -> None:
         results.append(run("image", "crop_bands: 6", ImagePhashDedup({"crop_bands": 6}), image_set(n(150), n(300), flip=False)))
         results.append(run("image", "crops: false", ImagePhashDedup({"crops": False}), image_set(n(150), n(300), flip=False)))
     if "video" in args.only:
-        from operators.dedup_video import VideoDedup
+        from operators.dedup.video import VideoDedup
 
         results.append(run("video", "defaults", VideoDedup(), video_set(n(24), n(40))))
         results.append(run("video", "step_s: 0.5", VideoDedup({"step_s": 0.5, "max_frames": 48}), video_set(n(24), n(40))))
     if "audio" in args.only:
-        from operators.dedup_audio import AudioDedup
+        from operators.dedup.audio import AudioDedup
 
         results.append(run("audio", "defaults", AudioDedup(), audio_set(n(30), n(60))))
     if "text" in args.only:
-        from operators.dedup_text_minhash import TextMinhashDedup
+        from operators.dedup.text_minhash import TextMinhashDedup
 
         results.append(run("text", "minhash defaults", TextMinhashDedup(), text_set(n(300), n(600))))
     if "semantic" in args.only:
-        from operators.dedup_semantic import SemanticDedup
+        from operators.dedup.semantic import SemanticDedup
 
         results.append(run("text", "semantic defaults", SemanticDedup({"clusters": 8}), text_set(n(60), n(120)), fit=True))
     print(f"{'modality':<9} {'config':<18} {'kind':<13} {'rows':>5} {'recall':>7} {'precision':>9} {'pairs':>6}")

@@ -43,9 +43,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from curate.global_phase import ROWS_PER_EDGE_PARTITION, _partition_of  # noqa: E402
-from operators.dedup_image_phash import CROP_VIEWS, ImagePhashDedup, lsh_keys  # noqa: E402
-from operators.dedup_text_minhash import MinHasher, TextMinhashDedup  # noqa: E402
-from operators.near_dup import Signatures  # noqa: E402
+from operators.dedup.image_phash import CROP_VIEWS, ImagePhashDedup, lsh_keys  # noqa: E402
+from operators.dedup.near import Signatures  # noqa: E402
+from operators.dedup.text_minhash import MinHasher, TextMinhashDedup  # noqa: E402
 
 PLANTED = 0.01
 
@@ -148,7 +148,7 @@ def run(kind: str, n: int, seed: int = 0) -> dict:
 
 def compare_minhash(docs: int = 2000) -> dict:
     """Our numpy MinHash vs datasketch on the same word 5-gram shingles of synthetic documents."""
-    from curate.synth_variants import edit_text, random_document
+    from curate.demo.synth_variants import edit_text, random_document
 
     texts = []
     for s in range(docs // 2):

@@ -47,7 +47,7 @@ PIPELINE = {
 
 
 def make_images(folder: Path, n: int) -> None:
-    from curate.synth import make_image
+    from curate.demo.synth import make_image
 
     marker = folder / f".complete-{n}"
     if marker.exists():

@@ -36,7 +36,7 @@ VIDEO = {"seconds": 12.0, "fps": 24, "width": 640, "height": 360}
 
 
 def make_videos(n: int) -> list[Path]:
-    from curate.demo_media import Segment, segment_video
+    from curate.demo.media import Segment, segment_video
 
     folder = DATA / "videos"
     marker = folder / f".complete-{n}"
@@ -53,7 +53,7 @@ def make_videos(n: int) -> list[Path]:
 
 
 def make_images(n: int) -> list[Path]:
-    from curate.synth import make_image
+    from curate.demo.synth import make_image
 
     folder = DATA / "images"
     marker = folder / f".complete-{n}"
@@ -88,7 +88,7 @@ def probe(rows: list[dict[str, Any]]) -> Any:
 
 
 def timed(name: str, op_name: str, params: dict, table: Any, art: Path, repeat: int, before=None) -> dict[str, Any]:
-    import operators._frames as frames
+    import operators.video.decode as frames
     from operators.base import StageContext
     from operators.registry import get_operator
     from schemas.record import from_table

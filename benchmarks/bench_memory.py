@@ -50,7 +50,7 @@ print(json.dumps({{"rows_out": len(out), "status": out[0]["status"], "seconds": 
 
 
 def make_media(work: Path) -> dict[str, dict[str, Path]]:
-    from curate import synth
+    from curate.demo import synth
 
     files = {"video": {}, "audio": {}}
     for name, seconds in (("short", 60), ("long", 600)):

@@ -64,7 +64,7 @@ def _thumbnail(row: dict[str, Any]) -> str | None:
                 frame = next(c.decode(c.streams.video[0]))
                 img = frame.to_image()
         elif kind == "audio":
-            from operators.dedup_audio import _spectrogram, decode_mono
+            from operators.dedup.audio import _spectrogram, decode_mono
 
             s = _spectrogram(decode_mono(media, 10.0)).T[::-1]
             s = np.clip((s - s.max() + 80) / 80, 0, 1)

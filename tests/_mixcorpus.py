@@ -10,7 +10,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from curate.synth import make_audio, make_image, make_video
+from curate.demo.synth import make_audio, make_image, make_video
 from mixtures.config import MixtureConfig
 from schemas.record import content_hash, new_media, new_record, record_id, to_table
 

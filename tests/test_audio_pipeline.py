@@ -10,7 +10,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from curate.config import load_pipeline
-from curate.demo_audio import make_audio_corpus
+from curate.demo.audio import make_audio_corpus
 from curate.engine import Engine
 from curate.media_hours import media_hours
 

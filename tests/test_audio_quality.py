@@ -13,10 +13,10 @@ import av.filter
 import numpy as np
 import pytest
 
-import operators.audio_quality as aq
-from curate import synth
-from curate.demo_audio import make_speech
-from operators.audio_quality import AudioQuality, LoudnessMeter
+import operators.audio.quality as aq
+from curate.demo import synth
+from curate.demo.audio import make_speech
+from operators.audio.quality import AudioQuality, LoudnessMeter
 from operators.registry import OPERATORS
 from schemas.enums import ReasonCode, Status
 from schemas.record import from_table, new_media, new_record, to_table

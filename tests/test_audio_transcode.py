@@ -1,4 +1,4 @@
-"""audio_transcode on tiny real audio and video made by curate.synth."""
+"""audio_transcode on tiny real audio and video made by curate.demo.synth."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from curate import synth
-from operators.audio_transcode import AudioDecoder, AudioTranscode, AudioWriter
+from curate.demo import synth
+from operators.audio.transcode import AudioDecoder, AudioTranscode, AudioWriter
 from operators.base import StageContext
 from operators.registry import OPERATORS
 from schemas.enums import ReasonCode, Status

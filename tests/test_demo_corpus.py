@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from curate.demo_corpus import PLANTED_NAME, SMALL_SIDE, make_demo_corpus
+from curate.demo.corpus import PLANTED_NAME, SMALL_SIDE, make_demo_corpus
 from operators.probe import Probe
 from schemas.enums import ReasonCode, Status
 from schemas.record import from_table, new_media, new_record, normalise_text, to_table

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from curate.config import load_pipeline
+from curate.demo.synth import make_corrupt, make_image
 from curate.engine import Engine, RunError
-from curate.synth import make_corrupt, make_image
 
 PIPE = {
     "name": "t",

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image, ImageFilter
 from pydantic import ValidationError
 
-from curate import synth
-from operators.image_quality import ImageQuality, aspect_bucket, gray_thumbnail, resolution_tier
+from curate.demo import synth
+from operators.image.quality import ImageQuality, aspect_bucket, gray_thumbnail, resolution_tier
 from operators.registry import OPERATORS
 from schemas.enums import ReasonCode, Status
 from schemas.record import from_table, new_media, new_record, to_table

@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 from pydantic import ValidationError
 
-from curate import synth
+from curate.demo import synth
 from operators.base import StageContext
-from operators.image_transform import ImageTransform, ImageTransformParams, target_size
+from operators.image.transform import ImageTransform, ImageTransformParams, target_size
 from operators.registry import OPERATORS
 from schemas.enums import ReasonCode, Status
 from schemas.record import from_table, new_media, new_record, to_table

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from curate import synth
+from curate.demo import synth
 from operators.ingest.html_docs import HtmlReader
-from operators.interleaved_clean import InterleavedClean
 from operators.probe import Probe
 from operators.registry import OPERATORS
+from operators.text.interleaved import InterleavedClean
 from schemas.record import from_table, new_media, new_record, to_table
 
 

@@ -12,7 +12,7 @@ import pytest
 import webdataset as wds
 import yaml
 
-from curate.synth import make_image
+from curate.demo.synth import make_image
 from mixtures.config import load_mixture
 from mixtures.mixer import MixError, mix_stage
 from schemas.config_file import ConfigError

@@ -1,4 +1,4 @@
-"""The probe operator on tiny real media made by curate.synth."""
+"""The probe operator on tiny real media made by curate.demo.synth."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 import operators.probe as probe_mod
-from curate import synth
+from curate.demo import synth
 from operators.probe import Probe
 from operators.registry import OPERATORS
 from schemas.enums import ReasonCode, Status

@@ -10,7 +10,7 @@ import av
 import pytest
 from PIL import Image
 
-from curate import synth
+from curate.demo import synth
 
 
 @pytest.mark.parametrize("suffix,fmt", [(".jpg", "JPEG"), (".png", "PNG"), (".webp", "WEBP")])

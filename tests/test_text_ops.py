@@ -9,8 +9,8 @@ import pytest
 from pydantic import ValidationError
 
 from operators.registry import OPERATORS
-from operators.text_clean import TextClean
-from operators.text_quality import TextQuality, repetition_scores, text_scores
+from operators.text.clean import TextClean
+from operators.text.quality import TextQuality, repetition_scores, text_scores
 from schemas.enums import Status
 from schemas.record import from_table, new_record, to_table
 

@@ -11,13 +11,13 @@ import pytest
 from PIL import Image
 from pydantic import ValidationError
 
-import operators._frames as frames
-from curate import synth
-from curate.demo_media import Segment, segment_video
+import operators.video.decode as frames
+from curate.demo import synth
+from curate.demo.media import Segment, segment_video
 from curate.ingest import finalize_record
 from operators.base import OperatorError, StageContext
 from operators.registry import OPERATORS
-from operators.video_frames import VideoFrames
+from operators.video.frames import VideoFrames
 from schemas.enums import ReasonCode, Status
 from schemas.record import from_table, new_media, new_record, to_table
 

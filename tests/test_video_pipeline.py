@@ -11,7 +11,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from curate.config import load_pipeline
-from curate.demo_media import make_video_corpus
+from curate.demo.media import make_video_corpus
 from curate.engine import Engine
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 
-import operators._frames as frames
-from curate import synth
-from curate.demo_media import Segment, segment_video
+import operators.video.decode as frames
+from curate.demo import synth
+from curate.demo.media import Segment, segment_video
 from curate.ingest import finalize_record
 from operators.base import StageContext
 from operators.registry import OPERATORS
-from operators.video_frames import VideoFrames
-from operators.video_quality import VideoQuality
+from operators.video.frames import VideoFrames
+from operators.video.quality import VideoQuality
 from schemas.enums import ReasonCode, Status
 from schemas.record import from_table, new_media, new_record, to_table
 

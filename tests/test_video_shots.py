@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from curate import synth
-from curate.demo_media import Segment, segment_video
+from curate.demo import synth
+from curate.demo.media import Segment, segment_video
 from curate.ingest import finalize_record
 from operators.base import StageContext
 from operators.registry import OPERATORS
-from operators.video_shots import VideoShots
+from operators.video.shots import VideoShots
 from schemas.enums import ReasonCode, Status
 from schemas.record import from_table, new_media, new_record, to_table
 

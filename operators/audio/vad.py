@@ -55,8 +55,8 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from operators.audio_quality import AudioStats, audio_item
-from operators.audio_transcode import (
+from operators.audio.quality import AudioStats, audio_item
+from operators.audio.transcode import (
     FORMATS,
     AudioDecoder,
     AudioWriter,

@@ -56,7 +56,7 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from operators.base import GlobalOperator, StageContext, mark
-from operators.dedup_exact import ExactDedup, ExactDedupParams
+from operators.dedup.exact import ExactDedup, ExactDedupParams
 from operators.media_io import MediaMissing, MediaUnavailable
 from schemas.enums import ReasonCode, Status
 from schemas.hashing import mix64, partition_of

@@ -13,15 +13,15 @@ log = logging.getLogger(__name__)
 
 #: demo kind -> (corpus maker "module:function", example pipeline, corpus folder, run folder)
 KINDS: dict[str, tuple[str, str, str, str]] = {
-    "mixed": ("curate.demo_corpus:make_demo_corpus", "demo.yaml", "data", "run"),
-    "video": ("curate.demo_media:make_video_corpus", "video.yaml", "video", "video_run"),
-    "audio": ("curate.demo_audio:make_audio_corpus", "audio.yaml", "audio_demo", "audio_run"),
+    "mixed": ("curate.demo.corpus:make_demo_corpus", "demo.yaml", "data", "run"),
+    "video": ("curate.demo.media:make_video_corpus", "video.yaml", "video", "video_run"),
+    "audio": ("curate.demo.audio:make_audio_corpus", "audio.yaml", "audio_demo", "audio_run"),
 }
 
 
 def demo_pipeline_path(name: str = "demo.yaml") -> Path:
     """examples/pipelines/<name> of this checkout (the package is installed editable)."""
-    path = Path(__file__).resolve().parents[1] / "examples" / "pipelines" / name
+    path = Path(__file__).resolve().parents[2] / "examples" / "pipelines" / name
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run the demo from a checkout of nmm-curate (pip install -e .)")
     return path

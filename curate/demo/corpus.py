@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from curate import synth
+from curate.demo import synth
 
 __all__ = ["PLANTED_NAME", "make_demo_corpus"]
 

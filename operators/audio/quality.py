@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import Field
 
-from operators.audio_transcode import AudioDecoder
+from operators.audio.transcode import AudioDecoder
 from operators.base import Params, RowOperator, SkipSample
 from operators.media_io import uri_of
 from operators.registry import register_operator

@@ -32,11 +32,11 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from operators._frames import dump_meta, load_meta
 from operators.base import FATAL_ERRORS, OperatorError, Params, RowOperator, SkipSample
 from operators.errors import media_failure
 from operators.media_io import MediaUnavailable, open_image, open_media, uri_of
 from operators.registry import register_operator
+from operators.video.decode import dump_meta, load_meta
 
 __all__ = ["ImageTransform", "ImageTransformParams", "target_size"]
 

@@ -35,8 +35,8 @@ import pyarrow as pa
 from pydantic import Field
 
 from operators.base import FATAL_ERRORS, StageContext
+from operators.dedup.near import NearDupOperator, NearDupParams, Signatures, first_media, media_error
 from operators.media_io import open_media
-from operators.near_dup import NearDupOperator, NearDupParams, Signatures, first_media, media_error
 from operators.registry import register_operator
 from schemas.hashing import mix64
 from schemas.record import from_table

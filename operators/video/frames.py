@@ -2,7 +2,7 @@
 
 Frames are taken ``num_frames`` evenly (the centres of ``num_frames`` equal parts of the video) or
 one every ``every_s`` seconds (the centres of ``every_s``-long windows), at most ``max_frames``,
-through the shared frame cache (``operators._frames``): each target costs a seek to the keyframe
+through the shared frame cache (``operators.video.decode``): each target costs a seek to the keyframe
 before it and a decode forward, never a decode of the whole file; a later ``video_quality`` stage in
 the same worker reuses the decoded frames.
 
@@ -23,9 +23,9 @@ from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
-from operators._frames import dump_meta, duration_of, load_meta, plan_times, sample_frames, video_items
 from operators.base import OperatorError, Params, RowOperator
 from operators.registry import register_operator
+from operators.video.decode import dump_meta, duration_of, load_meta, plan_times, sample_frames, video_items
 from schemas.record import new_media
 
 __all__ = ["KEYFRAME_ROLE", "VideoFrames", "VideoFramesParams"]

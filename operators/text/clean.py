@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from operators.audio_transcode import load_meta, store_meta
+from operators.audio.transcode import load_meta, store_meta
 from operators.base import Params, RowOperator
 from operators.registry import register_operator
 

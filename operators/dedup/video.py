@@ -38,9 +38,9 @@ import pyarrow as pa
 from pydantic import Field
 
 from operators.base import FATAL_ERRORS
-from operators.dedup_image_phash import band_keys
+from operators.dedup.image_phash import band_keys
+from operators.dedup.near import NearDupOperator, NearDupParams, Signatures, first_media, media_error
 from operators.media_io import open_media
-from operators.near_dup import NearDupOperator, NearDupParams, Signatures, first_media, media_error
 from operators.registry import register_operator
 from schemas.hashing import popcount64
 from schemas.record import from_table
@@ -72,7 +72,7 @@ def video_frame_hashes(media: dict[str, Any], step_s: float = 1.0, max_frames: i
     """(pHash per sampled frame as uint64, its time in seconds, duration) by seeking."""
     import av
 
-    from operators.dedup_image_phash import image_hashes
+    from operators.dedup.image_phash import image_hashes
 
     hashes: list[np.uint64] = []
     times: list[float] = []

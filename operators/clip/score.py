@@ -24,7 +24,7 @@ L2-normalised, rounded to float16) is kept in ``meta["clip_embedding"]`` with th
 ``meta["clip_embedding_images"]``, for ``dedup_semantic`` with ``source: stored`` and for
 ``aesthetic_score``, which reuses a one-image embedding instead of encoding the image again.
 
-Model and weights: see ``operators._clip`` (a local checkpoint, or a pretrained tag already in the
+Model and weights: see ``operators.clip.model`` (a local checkpoint, or a pretrained tag already in the
 cache; nothing is downloaded; a missing file fails at ``curate validate``). The engine runs this
 operator as an actor pool that loads the model once per worker; give the stage
 ``resources: {num_gpus: 1, concurrency: N, batch_size: 512}`` to run N GPU workers.
@@ -37,8 +37,8 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from operators._clip import ClipOperator, ClipParams, mean_embedding, to_float16_list
 from operators._meta import update_meta
+from operators.clip.model import ClipOperator, ClipParams, mean_embedding, to_float16_list
 from operators.registry import register_operator
 from schemas.text import PAIRING_TEXT_FIELDS
 

@@ -42,8 +42,8 @@ import pyarrow as pa
 from pydantic import Field, model_validator
 
 from operators.base import FATAL_ERRORS
+from operators.dedup.near import NearDupOperator, NearDupParams, Signatures, first_media, media_error
 from operators.media_io import open_image, open_media
-from operators.near_dup import NearDupOperator, NearDupParams, Signatures, first_media, media_error
 from operators.registry import register_operator
 from schemas.hashing import mix64, popcount64
 from schemas.record import from_table

@@ -35,7 +35,7 @@ from urllib.parse import unquote, urlparse
 
 from pydantic import Field
 
-from operators.audio_transcode import load_meta, store_meta
+from operators.audio.transcode import load_meta, store_meta
 from operators.base import Params, RowOperator
 from operators.registry import register_operator
 from schemas.enums import Layout, Modality, ReasonCode

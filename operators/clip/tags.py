@@ -11,7 +11,7 @@ over its images (one watermarked image flags the row):
 - ``mode: cosine``: the raw cosine similarity of image and prompt, in [-1, 1].
 
 Thresholds belong in a ``filter`` stage (e.g. ``{field: tag_watermark, max: 0.5}``).
-Model and weights as for ``clip_score`` (see ``operators._clip``).
+Model and weights as for ``clip_score`` (see ``operators.clip.model``).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from operators._clip import ClipOperator, ClipParams
 from operators.base import StageContext
+from operators.clip.model import ClipOperator, ClipParams
 from operators.registry import register_operator
 
 __all__ = ["ClipTags", "ClipTagsParams"]

@@ -37,7 +37,7 @@ import pyarrow as pa
 from pydantic import Field, model_validator
 
 from operators.base import StageContext
-from operators.near_dup import NearDupOperator, NearDupParams, Signatures
+from operators.dedup.near import NearDupOperator, NearDupParams, Signatures
 from operators.registry import register_operator
 from schemas.hashing import mix64
 from schemas.record import from_table

@@ -18,7 +18,7 @@ import av
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
 
-from curate.synth import _encode_audio, video_codec
+from curate.demo.synth import _encode_audio, video_codec
 
 __all__ = [
     "IMAGE_VARIANTS",

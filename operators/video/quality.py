@@ -1,6 +1,6 @@
 """``video_quality``: motion, black and blank frames, and audio loudness of each video.
 
-Frames come from the shared frame cache (``operators._frames``) at the same sample times as
+Frames come from the shared frame cache (``operators.video.decode``) at the same sample times as
 ``video_frames`` by default (``num_samples`` evenly spaced), so when both stages run in one worker
 the video is decoded once. Each sample is the frame nearest its time plus its pair frame, the first
 frame at least ``motion_gap_s`` later, both as luma (BT.601, 0..255) scaled to fit ``analysis_side``:
@@ -29,10 +29,10 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import Field
 
-from operators._frames import PAIR_GAP_S, duration_of, open_av, plan_times, sample_frames, video_items
 from operators.base import FATAL_ERRORS, Params, RowOperator, SkipSample
 from operators.media_io import uri_of
 from operators.registry import register_operator
+from operators.video.decode import PAIR_GAP_S, duration_of, open_av, plan_times, sample_frames, video_items
 from schemas.enums import ReasonCode
 
 __all__ = ["VideoQuality", "VideoQualityParams", "audio_rms"]

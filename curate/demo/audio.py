@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from curate import synth
+from curate.demo import synth
 
 __all__ = ["DE_SENTENCES", "EN_SENTENCES", "make_audio_corpus", "make_speech", "speech_signal"]
 
@@ -91,7 +91,7 @@ def _write(path: Path, samples: np.ndarray, sample_rate: int) -> Path:
             w.setframerate(sample_rate)
             w.writeframes(pcm.tobytes())
         return path
-    from operators.audio_transcode import AudioWriter
+    from operators.audio.transcode import AudioWriter
 
     with AudioWriter(path, fmt="flac", sample_rate=sample_rate, channels=samples.shape[0]) as writer:
         for start in range(0, samples.shape[1], 4096):

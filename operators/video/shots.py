@@ -44,7 +44,11 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from operators._frames import (
+from operators.base import ExpandOperator, OperatorError, Params, SkipSample, mark
+from operators.errors import media_errors
+from operators.media_io import uri_of
+from operators.registry import register_operator
+from operators.video.decode import (
     MIN_SEEK_GAP_S,
     dump_meta,
     load_meta,
@@ -54,10 +58,6 @@ from operators._frames import (
     video_items,
     video_stream,
 )
-from operators.base import ExpandOperator, OperatorError, Params, SkipSample, mark
-from operators.errors import media_errors
-from operators.media_io import uri_of
-from operators.registry import register_operator
 from schemas.enums import ReasonCode, Status
 from schemas.record import derive
 

@@ -36,9 +36,9 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from operators._clip import ClipOperator, ClipParams, embed_dim_of
 from operators._meta import load_meta
 from operators.base import OperatorError, StageContext
+from operators.clip.model import ClipOperator, ClipParams, embed_dim_of
 from operators.registry import register_operator
 
 __all__ = ["AestheticHead", "AestheticScore", "AestheticScoreParams", "load_head"]

@@ -19,7 +19,7 @@ from typing import Literal
 import av
 import numpy as np
 
-from curate import synth
+from curate.demo import synth
 
 __all__ = ["Segment", "make_video_corpus", "segment_video"]
 

@@ -1,0 +1,1 @@
+"""Audio: quality measures, transcoding, voice activity."""

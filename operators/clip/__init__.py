@@ -1,0 +1,1 @@
+"""CLIP-backed scoring: image-text alignment, zero-shot tags, aesthetics."""

@@ -1,0 +1,1 @@
+"""Deduplication: exact, near-duplicate (per medium) and semantic."""

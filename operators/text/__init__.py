@@ -1,0 +1,1 @@
+"""Text: cleaning, quality, interleaved documents, LLM caption rewriting."""

@@ -1,0 +1,1 @@
+"""Video: sampled frames (decoded once per worker), quality, shot splitting."""
