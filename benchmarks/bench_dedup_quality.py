@@ -13,7 +13,7 @@ A ground-truth set is generated locally (curate/demo/synth_variants.py) into ben
 - text: documents and copies with two typos, one word changed or removed, a sentence appended,
   or case/spacing changes; unrelated documents (also used for the semantic operator).
 Each operator runs with its defaults through summarize / decide per partition / combine /
-apply in one process (``operators.dedup.near.resolve_in_process``).
+apply in one process (``curate.global_phase.run_in_process``).
 
 Recall of a kind: the share of its copies that end in the same duplicate group as their
 original. Precision of a kind: of the predicted same-group pairs that involve a row of that
@@ -53,7 +53,7 @@ from curate.demo.synth_variants import (  # noqa: E402
     transcode_audio,
     transcode_video,
 )
-from operators.dedup.near import resolve_in_process  # noqa: E402
+from curate.global_phase import run_in_process  # noqa: E402
 from schemas.record import from_table, new_media, new_record, to_table  # noqa: E402
 
 DATA = ROOT / "benchmarks" / "_data" / "dedup_quality"
@@ -205,15 +205,14 @@ def score(rows: list[dict], out: list[dict]) -> dict[str, dict]:
     return result
 
 
-def run(modality: str, config: str, op, rows: list[dict], fit: bool = False) -> dict:
+def run(modality: str, config: str, op, rows: list[dict]) -> dict:
     table = to_table([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows])
     t0 = time.perf_counter()
-    if fit:
-        op.fit(table, table.num_rows)
-    out = from_table(resolve_in_process(op, table))
+    done = run_in_process(op, table)  # fits first when the operator has a fit step
+    out = from_table(done.table)
     seconds = time.perf_counter() - t0
     res = {"modality": modality, "config": config, "seconds": round(seconds, 2), "thresholds": op.thresholds(),
-           "stats": dict(op.stats), "kinds": score(rows, out)}  # fmt: skip
+           "stats": done.report["stats"], "kinds": score(rows, out)}  # fmt: skip
     return res
 
 
@@ -251,7 +250,7 @@ def main() -> None:
     if "semantic" in args.only:
         from operators.dedup.semantic import SemanticDedup
 
-        results.append(run("text", "semantic defaults", SemanticDedup({"clusters": 8}), text_set(n(60), n(120)), fit=True))
+        results.append(run("text", "semantic defaults", SemanticDedup({"clusters": 8}), text_set(n(60), n(120))))
     print(f"{'modality':<9} {'config':<18} {'kind':<13} {'rows':>5} {'recall':>7} {'precision':>9} {'pairs':>6}")
     for r in results:
         for kind, v in r["kinds"].items():

@@ -109,20 +109,20 @@ def run(kind: str, n: int, seed: int = 0) -> dict:
     partitions = max(1, min(8, math.ceil(n / ROWS_PER_EDGE_PARTITION)))
     part = np.asarray(_partition_of(pa.array(keys.reshape(-1).view(np.int64)), partitions)).reshape(keys.shape)
     t2 = time.perf_counter()
-    partials, map_s, decide_s, key_rows, pairs = [], 0.0, [], 0, 0
+    partials, map_s, decide_s, key_rows = [], 0.0, [], 0
     for p in range(partitions):
         s = time.perf_counter()
         summary = op.summary_from_signatures(live, sig, only=part == p)
         key_rows += summary.num_rows
         m = time.perf_counter()
         partials.append(op.decide(summary))
-        pairs += op.stats["candidate_pairs"]
         del summary
         map_s += m - s
         decide_s.append(time.perf_counter() - m)
     t4 = time.perf_counter()
     decisions = op.combine(pa.concat_tables(partials))
     t5 = time.perf_counter()
+    stats = op.report(pa.concat_tables(partials), decisions)["stats"]
     found = {d["id"]: d["duplicate_of"] for d in decisions.to_pylist() if d["duplicate_of"]}
     truth = {f"r{c:08d}": f"r{o:08d}" for c, o in zip(copies, originals, strict=True)}
     hit = sum(found.get(c) == o for c, o in truth.items())
@@ -131,8 +131,8 @@ def run(kind: str, n: int, seed: int = 0) -> dict:
         "rows": n,
         "key_rows": key_rows,
         "partitions": partitions,
-        "candidate_pairs": op.stats["candidate_pairs"],
-        "edges": op.stats["edges"],
+        "candidate_pairs": stats["candidate_pairs"],
+        "edges": stats["edges"],
         "planted": len(truth),
         "recall": round(hit / max(1, len(truth)), 4),
         "false_duplicates": len(set(found) - set(truth)),

@@ -25,7 +25,9 @@ from __future__ import annotations
 import logging
 import math
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -34,10 +36,10 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from operators.base import GlobalOperator
-from schemas.files import atomic_write_parquet
+from schemas.files import atomic_write_json, atomic_write_parquet
 from schemas.hashing import partition_of
 
-__all__ = ["ApplyFn", "decide_globally"]
+__all__ = ["ApplyFn", "InProcessRun", "decide_globally", "run_in_process"]
 
 log = logging.getLogger(__name__)
 ROWS_PER_PARTITION = 1_000_000
@@ -104,8 +106,42 @@ def _combine(op: GlobalOperator, partial_dir: str, out_path: str) -> int:
     decisions = op.combine(partials)
     if "_file" not in decisions.column_names:
         raise ValueError(f"{op.stage}: combine() must return a `_file` column with each id's file")
+    if op.report_file and op.artifacts_dir:
+        atomic_write_json(Path(op.artifacts_dir) / op.report_file, op.report(partials, decisions))
     atomic_write_parquet(decisions, Path(out_path))
     return decisions.num_rows
+
+
+@dataclass
+class InProcessRun:
+    """What ``run_in_process`` gives: the applied table, the decisions, and ``op.report`` (with combine)."""
+
+    table: pa.Table
+    decisions: pa.Table
+    report: dict[str, Any]
+
+
+def run_in_process(op: GlobalOperator, table: pa.Table, partitions: int = 3) -> InProcessRun:
+    """fit -> summarize -> hash-partition on ``_key`` -> decide per partition -> combine -> apply,
+    in one process on one table: the steps ``decide_globally`` runs as Ray tasks over files
+    (tests, benchmarks, notebooks). Writes nothing."""
+    if op.fit_rows() > 0 and table.num_rows:  # about fit_rows() rows, evenly spaced, as from files
+        k = min(table.num_rows, op.fit_rows())
+        op.fit(table.take(pa.array(np.unique(np.linspace(0, table.num_rows - 1, k).round().astype(np.int64)))), table.num_rows)
+    summary = op.summarize(table)
+    if op.has_combine():
+        summary = summary.append_column("_file", pa.nulls(summary.num_rows, pa.string()))
+    part = np.asarray(partition_of(summary["_key"].combine_chunks(), partitions)) if summary.num_rows else np.zeros(0)
+    decided = [op.decide(summary.filter(pa.array(part == p))) for p in range(partitions) if (part == p).any()]
+    report: dict[str, Any] = {}
+    if op.has_combine():
+        partials = pa.concat_tables(decided) if decided else None
+        decisions = op.combine(partials) if partials is not None else pa.table({"id": pa.array([], pa.string())})
+        if partials is not None:
+            report = op.report(partials, decisions)
+    else:
+        decisions = pa.concat_tables(decided) if decided else pa.table({"id": pa.array([], pa.string())})
+    return InProcessRun(op.apply(table, decisions), decisions, report)
 
 
 def decide_globally(op: GlobalOperator, files: list[Path], out: Path, cpus: int) -> Path:

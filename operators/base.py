@@ -354,6 +354,8 @@ class GlobalOperator(Operator[P]):
       each id lives in) and returns partial results in any shape; after every partition is
       decided the engine concatenates them, calls ``combine`` once, and ``combine`` returns the
       decisions, one row per changed ``id``, each with its ``_file``.
+      With ``combine``, ``report(partials, decisions)`` may describe the result (thresholds,
+      counts); the engine writes it as JSON to ``artifacts_dir / report_file``.
     - ``fit(sample, total_rows)``: for operators that need a global model before the map step
       (k-means centroids for semantic dedup). When ``fit_rows()`` is above 0, the engine first
       passes about that many rows, sampled evenly over the files, to ``fit``; the fitted operator
@@ -365,8 +367,15 @@ class GlobalOperator(Operator[P]):
         """Whether this operator defines the optional ``combine`` step."""
         return cls.combine is not GlobalOperator.combine
 
+    #: file under the stage's artifacts folder that ``report`` is written to (None: no report)
+    report_file: ClassVar[str | None] = None
+
     def combine(self, partials: pa.Table) -> pa.Table:  # pragma: no cover - optional hook
         raise NotImplementedError
+
+    def report(self, partials: pa.Table, decisions: pa.Table) -> dict[str, Any]:
+        """What ``combine`` decided, for people and reports (with ``report_file``)."""
+        return {}
 
     def fit_rows(self) -> int:
         """Rows the optional ``fit`` step wants to see (0: no fit step)."""

@@ -9,14 +9,14 @@ import pytest
 
 from curate.demo.synth import make_audio
 from curate.demo.synth_variants import make_music, make_scene_video, transcode_audio, transcode_video
+from curate.global_phase import run_in_process
 from operators.dedup.audio import AudioDedup, decode_mono, landmarks, offset_votes
-from operators.dedup.near import resolve_in_process
 from operators.dedup.video import VideoDedup, video_frame_hashes
 from schemas.record import from_table, new_media, new_record, to_table
 
 
 def resolve(op, rows):
-    return {r["locator"]: r for r in from_table(resolve_in_process(op, to_table(rows)))}
+    return {r["locator"]: r for r in from_table(run_in_process(op, to_table(rows)).table)}
 
 
 def media_row(path: Path, modality: str, seq: int) -> dict:
@@ -99,8 +99,8 @@ def test_audio_landmarks_survive_resampling_and_vote_for_one_offset(recordings):
 def test_audio_reencodes_are_duplicates_and_other_audio_is_not(recordings):
     names = sorted(p.name for p in recordings.iterdir())
     rows = [media_row(recordings / n, "audio", i) for i, n in enumerate(names)]
-    op = AudioDedup()
-    out = resolve(op, rows)
+    run = run_in_process(AudioDedup(), to_table(rows))
+    out = {r["locator"]: r for r in from_table(run.table)}
     for s in range(2):
         assert out[f"m{s}.flac"]["status"] == "kept" and out[f"m{s}.flac"]["scores"]["audio_dup_group_size"] == 4.0
         for kind in ("mp3.mp3", "resampled.flac", "aac.m4a"):
@@ -109,7 +109,7 @@ def test_audio_reencodes_are_duplicates_and_other_audio_is_not(recordings):
             assert "landmarks agree at offset" in r["status_detail"]
     for n in ("n_other_song.flac", "o_speech.wav", "p_noise.wav"):
         assert out[n]["status"] == "kept"
-    assert op.stats["candidate_pairs"] < len(rows) * (len(rows) - 1) // 2
+    assert run.report["stats"]["candidate_pairs"] < len(rows) * (len(rows) - 1) // 2
 
 
 def test_audio_that_cannot_be_decoded_is_quarantined(recordings, tmp_path):

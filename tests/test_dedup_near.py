@@ -16,15 +16,17 @@ import yaml
 from pydantic import ValidationError
 
 from curate.demo.synth_variants import edit_text, image_variant, natural_image, random_document
+from curate.global_phase import run_in_process
 from operators.dedup.image_phash import ImagePhashDedup, band_keys
-from operators.dedup.near import PARTIAL_SCHEMA, bucket_pairs, resolve_in_process
+from operators.dedup.lsh import bucket_pairs
+from operators.dedup.near import PARTIAL_SCHEMA
 from operators.dedup.text_minhash import MinHasher, TextMinhashDedup, lsh_threshold
 from schemas.record import content_hash, from_table, new_media, new_record, to_table
 
 
 def resolve(op, rows, partitions: int = 3):
     """summarize -> hash-partition -> decide per partition -> combine -> apply, in one process."""
-    return {r["locator"]: r for r in from_table(resolve_in_process(op, to_table(rows), partitions))}
+    return {r["locator"]: r for r in from_table(run_in_process(op, to_table(rows), partitions).table)}
 
 
 def image_row(path: Path, seq: int, **scores) -> dict:
@@ -156,10 +158,11 @@ def test_lsh_verifies_only_bucket_pairs_never_all_pairs():
     n, planted = 3000, 50
     ph, dh = random_hash_rows(n, planted)
     op = ImagePhashDedup()
-    decisions = op.combine(op.decide(summary_of(op, ph, dh)))
+    partials = op.decide(summary_of(op, ph, dh))
+    decisions = op.combine(partials)
+    pairs = op.report(partials, decisions)["stats"]["candidate_pairs"]
     all_pairs = n * (n - 1) // 2
-    assert op.stats["candidate_pairs"] < all_pairs / 1000  # ~0.3 expected random collisions + planted
-    assert op.stats["candidate_pairs"] >= planted
+    assert planted <= pairs < all_pairs / 1000  # ~0.3 expected random collisions + planted
     dups = {d["id"]: d["duplicate_of"] for d in decisions.to_pylist() if d["duplicate_of"]}
     assert dups == {f"r{n - planted + i:06d}": f"r{i:06d}" for i in range(planted)}
 
@@ -167,17 +170,17 @@ def test_lsh_verifies_only_bucket_pairs_never_all_pairs():
 def test_each_candidate_pair_is_verified_once_across_bands():
     ph, dh = np.full(10, 12345, np.uint64), np.full(10, 678, np.uint64)  # ten twins: they share all 8 bands
     op = ImagePhashDedup()
-    op.decide(summary_of(op, ph, dh))
-    assert op.stats["candidate_pairs"] == 10 * 9 // 2
+    partials = op.decide(summary_of(op, ph, dh))
+    assert op.report(partials, op.combine(partials))["stats"]["candidate_pairs"] == 10 * 9 // 2
 
 
 def edge(a: str, b: str, score: float, seq: dict[str, int], primary: dict[str, float] | None = None) -> dict:
     primary = primary or {}
     return {
-        "kind": "edge", "a": a, "b": b, "score": score, "detail": None,
+        "entry": "edge", "a": a, "b": b, "score": score, "detail": None, "reason": None,
         "a_primary": primary.get(a, 0.0), "a_seq": seq[a], "a_locator": a, "a_file": "f1",
         "b_primary": primary.get(b, 0.0), "b_seq": seq[b], "b_locator": b, "b_file": "f2",
-        "n": None,
+        "candidates": None,
     }  # fmt: skip
 
 
@@ -186,12 +189,15 @@ def test_combine_forms_transitive_groups_across_partitions():
     part1 = pa.Table.from_pylist([edge("a", "b", 2, seq)], schema=PARTIAL_SCHEMA)
     part2 = pa.Table.from_pylist([edge("b", "c", 3, seq), edge("x", "y", 1, seq)], schema=PARTIAL_SCHEMA)
     op = ImagePhashDedup()
-    d = {r["id"]: r for r in op.combine(pa.concat_tables([part1, part2])).to_pylist()}
+    partials = pa.concat_tables([part1, part2])
+    decisions = op.combine(partials)
+    d = {r["id"]: r for r in decisions.to_pylist()}
     assert {k: v["duplicate_of"] for k, v in d.items()} == {"a": "b", "b": None, "c": "b", "x": None, "y": "x"}
     assert d["a"]["group_size"] == d["b"]["group_size"] == d["c"]["group_size"] == 3
     assert d["x"]["group_size"] == 2
     assert d["a"]["detail"] == "phash distance 2" and d["c"]["detail"] == "phash distance 3"
-    assert op.stats["groups"] == 2 and op.stats["duplicates"] == 3
+    stats = op.report(partials, decisions)["stats"]
+    assert (stats["groups"], stats["duplicates"], stats["edges"]) == (2, 3, 3)
     # a chain a~b~c with c first seen: a reaches the survivor c only through b
     seq2 = {"a": 3, "b": 2, "c": 1}
     chain = pa.Table.from_pylist([edge("a", "b", 2, seq2), edge("b", "c", 3, seq2)], schema=PARTIAL_SCHEMA)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from curate.demo.synth_variants import edit_text, random_document
-from operators.dedup.near import resolve_in_process
+from curate.global_phase import run_in_process
 from schemas.record import from_table, new_record, to_table
 
 semantic = pytest.importorskip("operators.dedup.semantic")
@@ -17,8 +17,10 @@ pytest.importorskip("sklearn")
 
 
 
-def resolve(op, rows):
-    return {r["locator"]: r for r in from_table(resolve_in_process(op, to_table(rows)))}
+def resolve(op, rows) -> tuple[dict[str, dict], dict]:
+    """Rows by locator after fit -> map -> reduce -> combine -> apply in one process, and the report."""
+    run = run_in_process(op, to_table(rows))
+    return {r["locator"]: r for r in from_table(run.table)}, run.report
 
 
 def semantic_rows() -> list[dict]:
@@ -45,14 +47,9 @@ def test_minilm_in_numpy_matches_sentence_transformers():
     assert ours[0] @ ours[1] > 0.9 > 0.2 > ours[0] @ ours[2]
 
 
-def fit_and_resolve(op, rows):
-    op.fit(to_table(rows), len(rows))
-    return resolve(op, rows)
-
-
 def test_semantic_dedup_groups_edited_copies_within_clusters():
     op = semantic.SemanticDedup({"clusters": 3, "threshold": 0.93})
-    out = fit_and_resolve(op, semantic_rows())
+    out, report = resolve(op, semantic_rows())
     assert op.centroids.shape == (3, 384)
     dups = {k: r["duplicate_of"] for k, r in out.items() if r["status"] == "duplicate"}
     assert dups == {f"d{s}_edit": f"d{s}" for s in range(4)}
@@ -62,7 +59,7 @@ def test_semantic_dedup_groups_edited_copies_within_clusters():
     assert out["d0"]["scores"]["semantic_dup_group_size"] == 2.0
     assert out["empty"]["status"] == "kept"  # nothing to embed: a group of its own
     n = len(out) - 1
-    assert op.stats["candidate_pairs"] < n * (n - 1) // 2  # only pairs inside a cluster
+    assert report["stats"]["candidate_pairs"] < n * (n - 1) // 2  # only pairs inside a cluster
 
 
 def test_semantic_dedup_uses_stored_embeddings_from_meta():
@@ -75,7 +72,7 @@ def test_semantic_dedup_uses_stored_embeddings_from_meta():
     rows.append(new_record(source="s", locator="i2_copy", id="i2_copy", layout="image", seq=10, meta={"clip_embedding": near.tolist()}))
     rows.append(new_record(source="s", locator="no_emb", id="no_emb", layout="image", seq=11, meta={"other": 1}))
     op = semantic.SemanticDedup({"source": "stored", "layouts": ["image"], "clusters": 2, "cluster_probes": 2})
-    out = fit_and_resolve(op, rows)
+    out, _ = resolve(op, rows)
     assert {k: r["duplicate_of"] for k, r in out.items() if r["status"] == "duplicate"} == {"i2_copy": "i2"}
     assert out["no_emb"]["status"] == "kept"
     assert json.loads(json.dumps(op.thresholds()))["source"] == "stored:clip_embedding"

@@ -35,7 +35,8 @@ import pyarrow as pa
 from pydantic import Field
 
 from operators.base import FATAL_ERRORS, StageContext
-from operators.dedup.near import NearDupOperator, NearDupParams, Signatures, first_media, media_error
+from operators.dedup.near import NearDupOperator, NearDupParams, Signatures, first_media
+from operators.errors import SkipSample, media_failure
 from operators.media_io import open_media
 from operators.registry import register_operator
 from schemas.hashing import mix64
@@ -206,14 +207,14 @@ class AudioDedup(NearDupOperator[AudioDedupParams]):
         keys: list[np.ndarray] = []
         hs: list[np.ndarray] = []
         ts: list[np.ndarray] = []
-        errors: list[str | None] = [None] * n
+        errors: list[SkipSample | None] = [None] * n
         for i, row in enumerate(from_table(live.select(["media"]))):
             try:
                 h, t = self.fingerprint(first_media(row, "audio"))
             except FATAL_ERRORS:
                 raise
             except Exception as e:  # noqa: BLE001 - quarantined with the reason
-                errors[i] = media_error(e)
+                errors[i] = media_failure(e)
                 h, t = np.zeros(0, np.uint64), np.zeros(0, np.int64)
             sh, st = _sample(h, t, p.verify_hashes)
             keys.append(np.unique(h) | np.uint64(1 << 40))  # tag: audio landmark keys

@@ -7,29 +7,19 @@ in their files and receive the decisions (see ``GlobalOperator``)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from operators.base import GlobalOperator, Params, mark
+from operators.base import GlobalOperator, Params
+from operators.dedup.decisions import DECISION_SCHEMA, apply_decisions, decision_table
 from operators.registry import register_operator
 from schemas.enums import ReasonCode, Status
-from schemas.record import from_table, to_table
 
-__all__ = ["ExactDedup"]
+__all__ = ["ExactDedup", "ExactDedupParams"]
 
-DECISION_SCHEMA = pa.schema(
-    [
-        pa.field("id", pa.string()),
-        pa.field("duplicate_of", pa.string()),  # null for the survivor
-        pa.field("survivor_locator", pa.string()),
-        pa.field("group_size", pa.int64()),
-    ]
-)
-
+_NO_DECISIONS = DECISION_SCHEMA.empty_table().drop_columns(["_file"])
 
 class ExactDedupParams(Params):
     policy: str = Field(
@@ -82,7 +72,7 @@ class ExactDedup(GlobalOperator[ExactDedupParams]):
 
     def decide(self, summary: pa.Table) -> pa.Table:
         if summary.num_rows == 0:
-            return DECISION_SCHEMA.empty_table()
+            return _NO_DECISIONS
         # rank inside each key: best primary first, then ingest order, then id (deterministic)
         t = summary.append_column("neg_primary", pc.negate(summary["primary"]))
         t = t.sort_by([("_key", "ascending"), ("neg_primary", "ascending"), ("seq", "ascending"), ("id", "ascending")])
@@ -96,36 +86,27 @@ class ExactDedup(GlobalOperator[ExactDedupParams]):
         row_size = sizes[group]
         in_dup_group = row_size > 1
         if not in_dup_group.any():
-            return DECISION_SCHEMA.empty_table()
+            return _NO_DECISIONS
         leader = np.flatnonzero(first)[group]  # index of each row's survivor
         ids = t["id"].combine_chunks()
         locs = t["locator"].combine_chunks()
         pick = np.flatnonzero(in_dup_group)
         lead = leader[pick]
         is_survivor = lead == pick
-        return pa.table(
-            {
-                "id": ids.take(pick),
-                "duplicate_of": pc.if_else(pa.array(is_survivor), pa.scalar(None, pa.string()), ids.take(lead)),
-                "survivor_locator": locs.take(lead),
-                "group_size": pa.array(row_size[pick].astype(np.int64)),
-            },
-            schema=DECISION_SCHEMA,
-        )
+        return decision_table(
+            len(pick),
+            id=ids.take(pick),
+            duplicate_of=pc.if_else(pa.array(is_survivor), pa.scalar(None, pa.string()), ids.take(lead)),
+            survivor_locator=locs.take(lead),
+            group_size=pa.array(row_size[pick].astype(np.int64)),
+        ).drop_columns(["_file"])  # the engine adds each id's file
 
     def apply(self, table: pa.Table, decisions: pa.Table) -> pa.Table:
-        by_id: dict[str, dict[str, Any]] = {d["id"]: d for d in decisions.to_pylist()}
-        rows = from_table(table)
-        for row in rows:
-            if row["status"] != Status.KEPT.value:
-                continue
-            row["lineage"] = [*(row.get("lineage") or []), self.stage]
-            d = by_id.get(row["id"])
-            if d is None:
-                row["scores"]["dup_count"] = 1.0
-            elif d["duplicate_of"] is None:
-                row["scores"]["dup_count"] = float(d["group_size"])
-            else:
-                mark(row, Status.DUPLICATE, self.stage, ReasonCode.EXACT_DUPLICATE, f"same content as {d['survivor_locator']}")
-                row["duplicate_of"] = d["duplicate_of"]
-        return to_table(rows)
+        return apply_decisions(
+            table,
+            decisions,
+            stage=self.stage,
+            reason=ReasonCode.EXACT_DUPLICATE,
+            group_key="dup_count",
+            describe=lambda d: f"same content as {d['survivor_locator']}",
+        )

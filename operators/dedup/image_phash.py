@@ -42,7 +42,8 @@ import pyarrow as pa
 from pydantic import Field, model_validator
 
 from operators.base import FATAL_ERRORS
-from operators.dedup.near import NearDupOperator, NearDupParams, Signatures, first_media, media_error
+from operators.dedup.near import NearDupOperator, NearDupParams, Signatures, first_media
+from operators.errors import SkipSample, media_failure
 from operators.media_io import open_image, open_media
 from operators.registry import register_operator
 from schemas.hashing import mix64, popcount64
@@ -202,7 +203,7 @@ class ImagePhashDedup(NearDupOperator[ImagePhashParams]):
         nv = len(CROP_VIEWS) if p.crops else 0
         phv = np.zeros((n, nv), np.uint64)
         dhv = np.zeros((n, nv), np.uint64)
-        errors: list[str | None] = [None] * n
+        errors: list[SkipSample | None] = [None] * n
         rows = from_table(live.select(["media"])) if n else []
         for i, row in enumerate(rows):
             media = first_media(row, "image")
@@ -218,7 +219,7 @@ class ImagePhashDedup(NearDupOperator[ImagePhashParams]):
             except FATAL_ERRORS:
                 raise
             except Exception as e:  # noqa: BLE001 - the row is quarantined with the reason
-                errors[i] = media_error(e)
+                errors[i] = media_failure(e)
         keys = lsh_keys(p, ph, dh, (phf, dhf) if p.flip else None, (phv, dhv) if nv else None)
         cols = {"phash": _i64(ph), "dhash": _i64(dh)}
         if p.flip:

@@ -40,13 +40,8 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from operators.base import StageContext
-from operators.dedup.near import (
-    NearDupOperator,
-    NearDupParams,
-    Signatures,
-    first_shared_key,
-    key_matrix,
-)
+from operators.dedup.lsh import first_shared_key, key_matrix
+from operators.dedup.near import NearDupOperator, NearDupParams, Signatures, Verified
 from operators.registry import register_operator
 from schemas.enums import ReasonCode
 from schemas.record import from_table
@@ -56,6 +51,7 @@ __all__ = ["SemanticDedup", "SemanticDedupParams"]
 
 log = logging.getLogger(__name__)
 _BLOCK = 2048
+_NONE = np.zeros(0, np.int64)
 _TAG = np.uint64(7) << np.uint64(56)  # cluster keys
 
 
@@ -203,7 +199,7 @@ class SemanticDedup(NearDupOperator[SemanticDedupParams]):
     def verifier(self, summary: pa.Table):  # pragma: no cover - edges() does the work
         raise NotImplementedError
 
-    def edges(self, t: pa.Table) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, list[str] | None]]:
+    def edges(self, t: pa.Table) -> Iterator[Verified]:
         p = self.params
         if t.num_rows < 2:
             return
@@ -225,9 +221,9 @@ class SemanticDedup(NearDupOperator[SemanticDedupParams]):
                     if a0 == b0:
                         sim = np.triu(sim, k=1) - np.tril(np.ones_like(sim))  # each pair once, no self pairs
                     n_pairs = (a1 - a0) * (a1 - a0 - 1) // 2 if a0 == b0 else (a1 - a0) * (b1 - b0)
-                    self.stats["candidate_pairs"] += n_pairs
                     i, j = np.nonzero(sim >= p.threshold)
                     if i.size == 0:
+                        yield Verified(_NONE, _NONE, _NONE.astype(np.float64), None, n_pairs)
                         continue
                     left, right = i + a0, j + b0
                     score = sim[i, j].astype(np.float64)
@@ -235,5 +231,4 @@ class SemanticDedup(NearDupOperator[SemanticDedupParams]):
                         smallest, _ = first_shared_key(km[left], km[right])
                         once = smallest == bucket[left]
                         left, right, score = left[once], right[once], score[once]
-                    if left.size:
-                        yield order[left], order[right], score, None
+                    yield Verified(order[left], order[right], score, None, n_pairs)

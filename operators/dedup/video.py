@@ -39,7 +39,8 @@ from pydantic import Field
 
 from operators.base import FATAL_ERRORS
 from operators.dedup.image_phash import band_keys
-from operators.dedup.near import NearDupOperator, NearDupParams, Signatures, first_media, media_error
+from operators.dedup.near import NearDupOperator, NearDupParams, Signatures, first_media
+from operators.errors import SkipSample, media_failure
 from operators.media_io import open_media
 from operators.registry import register_operator
 from schemas.hashing import popcount64
@@ -143,14 +144,14 @@ class VideoDedup(NearDupOperator[VideoDedupParams]):
         counts = np.zeros(n, dtype=np.int32)
         durations = np.zeros(n)
         keys: list[np.ndarray] = []
-        errors: list[str | None] = [None] * n
+        errors: list[SkipSample | None] = [None] * n
         for i, row in enumerate(from_table(live.select(["media"]))):
             try:
                 h, _, dur = video_frame_hashes(first_media(row, "video"), p.step_s, p.max_frames)
             except FATAL_ERRORS:
                 raise
             except Exception as e:  # noqa: BLE001 - quarantined with the reason
-                errors[i] = media_error(e)
+                errors[i] = media_failure(e)
                 keys.append(np.zeros(0, np.uint64))
                 continue
             frames[i, : len(h)] = h

@@ -1,0 +1,112 @@
+"""LSH key arithmetic shared by the near-duplicate operators: 64-bit keys as Arrow int64, padded
+per-row key matrices, candidate pairs inside buckets, and the smallest shared key of a pair (so a
+pair that shares several keys is verified once, in one bucket)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from schemas.hashing import mix64
+
+__all__ = ["PAD", "KeyLists", "as_key", "bucket_pairs", "cap_keys", "cap_key_matrix", "first_shared_key", "key_matrix"]
+
+PAD = np.iinfo(np.int64).max  # padding of the per-row key matrix: never a real key
+
+
+def as_key(x: np.ndarray) -> np.ndarray:
+    """uint64 key values as int64 (Arrow's and Parquet's integer), keeping the bits."""
+    return np.asarray(x, dtype=np.uint64).view(np.int64)
+
+
+def cap_keys(keys: np.ndarray, cap: int) -> np.ndarray:
+    """A row's distinct keys, at most ``cap`` of them: a consistent bottom-k sample (by mixed hash),
+    so the same keys survive in every copy of a row."""
+    keys = np.unique(np.asarray(keys, dtype=np.uint64))
+    if len(keys) > cap:
+        keys = np.sort(keys[np.argsort(mix64(keys), kind="stable")[:cap]])
+    return keys
+
+
+def cap_key_matrix(keys: np.ndarray, cap: int) -> np.ndarray:
+    """``cap_keys`` for every row of a (rows, k) matrix of distinct keys per row."""
+    if keys.shape[1] <= cap:
+        return keys
+    pick = np.argsort(mix64(keys), axis=1, kind="stable")[:, :cap]
+    return np.sort(np.take_along_axis(keys, pick, axis=1), axis=1)
+
+
+def bucket_pairs(keys: np.ndarray, max_pairs: int = 1 << 22) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """All pairs (i < j) of positions sharing a value in the SORTED array ``keys``, in chunks of at
+    most about ``max_pairs``. Cost is the sum of bucket_size^2 / 2, never n^2 / 2."""
+    n = len(keys)
+    if n < 2:
+        return
+    first = np.ones(n, dtype=bool)
+    first[1:] = keys[1:] != keys[:-1]
+    starts = np.flatnonzero(first)
+    sizes = np.diff(np.append(starts, n))
+    bucket_of = np.repeat(np.arange(len(starts)), sizes)
+    ends = (starts + sizes)[bucket_of]  # one past each row's bucket
+    later = ends - np.arange(n) - 1  # partners after each row in its bucket
+    rows = np.flatnonzero(later > 0)
+    if rows.size == 0:
+        return
+    counts = later[rows]
+    cum = np.cumsum(counts)
+    lo = 0
+    while lo < len(rows):
+        base = cum[lo - 1] if lo else 0
+        hi = int(np.searchsorted(cum, base + max_pairs, side="right"))
+        hi = max(hi, lo + 1)
+        r, c = rows[lo:hi], counts[lo:hi]
+        left = np.repeat(r, c)
+        run_start = np.repeat(np.cumsum(c) - c, c)
+        right = left + (np.arange(int(c.sum())) - run_start) + 1
+        yield left, right
+        lo = hi
+
+
+def key_matrix(keys_col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A list<int64> column -> a (rows, longest) int64 matrix padded with PAD."""
+    arr = keys_col.combine_chunks() if isinstance(keys_col, pa.ChunkedArray) else keys_col
+    lengths = pc.fill_null(pc.list_value_length(arr), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    width = int(lengths.max()) if len(lengths) else 0
+    out = np.full((len(arr), max(1, width)), PAD, dtype=np.int64)
+    if width:
+        values = pc.list_flatten(arr).to_numpy(zero_copy_only=False).astype(np.int64)
+        row = np.repeat(np.arange(len(arr)), lengths)
+        col = np.arange(len(values)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        out[row, col] = values
+    return out
+
+
+class KeyLists:
+    """Rows of a list<int64> column as padded key matrices, gathered on demand."""
+
+    def __init__(self, col: pa.ChunkedArray | pa.Array) -> None:
+        arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+        self.offsets = arr.offsets.to_numpy().astype(np.int64)
+        self.values = arr.values.to_numpy(zero_copy_only=False).astype(np.int64)
+        lengths = np.diff(self.offsets)
+        self.width = int(lengths.max()) if len(lengths) else 1
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        start, end = self.offsets[rows], self.offsets[rows + 1]
+        lengths = end - start
+        width = max(1, int(lengths.max()) if len(lengths) else 1)
+        out = np.full((len(rows), width), PAD, dtype=np.int64)
+        r = np.repeat(np.arange(len(rows)), lengths)
+        c = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        out[r, c] = self.values[np.repeat(start, lengths) + c]
+        return out
+
+
+def first_shared_key(kx: np.ndarray, ky: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per pair of padded key rows: (smallest shared key or PAD, number of shared keys)."""
+    eq = (kx[:, :, None] == ky[:, None, :]).any(axis=2) & (kx != PAD)
+    shared = np.where(eq, kx, PAD)
+    return shared.min(axis=1), eq.sum(axis=1)
