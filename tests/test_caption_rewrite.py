@@ -21,7 +21,9 @@ import yaml
 
 from curate.config import ConfigError, load_pipeline
 from operators.base import OperatorError
-from operators.text.caption_rewrite import DEFAULT_CHATTY, CaptionRewrite, RewriteCache, check_rewrite, entities
+from operators.text.caption_rewrite import CaptionRewrite
+from operators.text.faithfulness import DEFAULT_CHATTY, check_rewrite, entities
+from operators.text.rewrite_cache import RewriteCache
 from schemas.record import new_record
 
 CAPTIONS = [
@@ -71,7 +73,7 @@ def test_entities_and_checks():
 
 @pytest.mark.skipif(not HAS_LINGUA, reason="lingua-language-detector not installed")
 def test_language_check():
-    from operators.text.caption_rewrite import _Language
+    from operators.text.faithfulness import LanguageDetector as _Language
 
     chatty = [re.compile(p, re.I) for p in DEFAULT_CHATTY]
     langs = ("English", "French", "German")

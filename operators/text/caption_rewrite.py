@@ -56,8 +56,7 @@ import json
 import logging
 import os
 import re
-import sqlite3
-import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -66,6 +65,7 @@ from pydantic import Field, model_validator
 from operators._meta import dump_meta, load_meta
 from operators.base import BatchOperator, OperatorError, Params, StageContext
 from operators.registry import register_operator
+from operators.text.faithfulness import DEFAULT_CHATTY, LanguageDetector, Rejection, check_rewrite
 from operators.text.llm_backends import (
     GenerationConfig,
     LlamaCppBackend,
@@ -74,179 +74,56 @@ from operators.text.llm_backends import (
     default_gguf_path,
     gguf_ident,
 )
+from operators.text.rewrite_cache import RewriteCache
 
-__all__ = [
-    "CaptionRewrite",
-    "CaptionRewriteParams",
-    "RewriteCache",
-    "check_rewrite",
-    "entities",
-    "PROMPTS_DIR",
-]
+__all__ = ["PROMPTS_DIR", "PURPOSES", "CaptionRewrite", "CaptionRewriteParams", "Purpose"]
 
 log = logging.getLogger(__name__)
 
 PROMPTS_DIR = Path(__file__).parent / "prompts"
 
-#: per purpose: (fields rewritten, max_length_ratio, min_entity_ratio, max_tokens)
-_PURPOSES: dict[str, tuple[tuple[str, ...], float, float, int]] = {
-    "short": (("caption", "alt_text", "transcript"), 1.5, 0.7, 48),
-    "dense": (("caption", "alt_text"), 8.0, 0.8, 128),
-    "instruction": (("instruction",), 3.0, 0.6, 64),
-    "translate": (("caption", "alt_text", "transcript"), 2.5, 0.5, 96),
+
+
+@dataclass(frozen=True)
+class Purpose:
+    """The defaults of one purpose (each can be overridden by a param of the same name)."""
+
+    fields: tuple[str, ...]  #: record fields rewritten
+    max_length_ratio: float
+    min_entity_ratio: float
+    max_tokens: int
+
+
+PURPOSES: dict[str, Purpose] = {
+    "short": Purpose(("caption", "alt_text", "transcript"), 1.5, 0.7, 48),
+    "dense": Purpose(("caption", "alt_text"), 8.0, 0.8, 128),
+    "instruction": Purpose(("instruction",), 3.0, 0.6, 64),
+    "translate": Purpose(("caption", "alt_text", "transcript"), 2.5, 0.5, 96),
 }
 
-DEFAULT_CHATTY = [
-    r"^\W*(sure|certainly|of course|absolutely|okay|ok|great|here)\b",
-    r"\bhere(?:'s| is| are)\b.{0,40}\b(caption|rewrite|rewritten|version|translation|description|sentence)",
-    r"\bas an ai\b",
-    r"\b(language model|i'm sorry|i am sorry|i apologi[sz]e|i cannot|i can't|i can not|i'm unable|i am unable)\b",
-    r"^\W*(original|rewritten|caption|translation)\s*:",
-    r"\b(i hope this helps|let me know|feel free to)\b",
-]
 
-_URLISH = re.compile(r"https?://\S+|www\.\S+|[#@]\w+|\S+\.(?:jpe?g|png|gif|webp|mp4|mov|wav|mp3)\b|\S*_\S*", re.I)
-_NUMBER = re.compile(r"\d+(?:[.,:/]\d+)*")
-_WORD = re.compile(r"[^\W\d_][\w'’-]*")
+@dataclass
+class _Task:
+    """One field of one row to rewrite."""
 
-
-def entities(text: str) -> set[str]:
-    """Names and numbers of a text: capitalised words that do not start a sentence (plus all-caps
-    words anywhere), and numbers; file names, URLs, hashtags and handles are ignored."""
-    clean = _URLISH.sub(" ", text)
-    out = {n.replace(",", "") for n in _NUMBER.findall(clean)}
-    for sentence in re.split(r"(?<=[.!?:;])\s+|\n+", clean):
-        words = _WORD.findall(sentence)
-        for i, w in enumerate(words):
-            if len(w) < 2:
-                continue
-            if w.isupper() or (w[0].isupper() and i > 0):
-                out.add(w.lower())
-    return out
+    row: dict[str, Any]
+    meta: dict[str, Any]
+    field: str
+    original: str
+    prompt: str
+    key: str  #: the cache key of (prompt, model, generation params)
 
 
-def entity_ratio(original: str, rewrite: str) -> float:
-    want = entities(original)
-    if not want:
-        return 1.0
-    low = rewrite.lower().replace(",", "")
-    return sum(1 for e in want if e in low) / len(want)
+@dataclass
+class _RowResult:
+    """What a row's tasks came to: all accepted, and how many were answered from the cache."""
 
-
-class _Language:
-    """lingua-language-detector, when installed (lazily built, once per process)."""
-
-    _detector: Any = None
-    _lock = threading.Lock()
-    _noted = False
-
-    @classmethod
-    def available(cls) -> bool:
-        ok = importlib.util.find_spec("lingua") is not None
-        if not ok and not cls._noted:
-            cls._noted = True
-            log.warning("caption_rewrite: lingua-language-detector is not installed; the wrong_language check is skipped")
-        return ok
-
-    @classmethod
-    def parse(cls, name: str) -> Any:
-        from lingua import Language
-
-        n = name.strip()
-        for lang in Language.all():
-            if n.upper() in (lang.name, lang.iso_code_639_1.name, lang.iso_code_639_3.name):
-                return lang
-        raise ValueError(f"unknown language '{name}' (an English name like French, or an ISO code like fr)")
-
-    @classmethod
-    def _get(cls, languages: tuple[str, ...]) -> Any:
-        from lingua import LanguageDetectorBuilder
-
-        with cls._lock:
-            if cls._detector is None or cls._detector[0] != languages:
-                langs = [cls.parse(x) for x in languages]
-                cls._detector = (languages, LanguageDetectorBuilder.from_languages(*langs).build())
-            return cls._detector[1]
-
-    @classmethod
-    def detect(cls, text: str, languages: tuple[str, ...], min_confidence: float = 0.0) -> Any:
-        """The most likely language of ``text``, or None when its confidence is under ``min_confidence``."""
-        values = cls._get(languages).compute_language_confidence_values(text)
-        if not values or values[0].value < min_confidence:
-            return None
-        return values[0].language
-
-    @classmethod
-    def confidence(cls, text: str, language: Any, languages: tuple[str, ...]) -> float:
-        return float(cls._get(languages).compute_language_confidence(text, language))
-
-
-def check_rewrite(
-    original: str,
-    output: str | None,
-    *,
-    max_length_ratio: float,
-    length_slack_chars: int = 20,
-    min_entity_ratio: float,
-    chatty: list[re.Pattern[str]],
-    expected_language: Any = None,
-    languages: tuple[str, ...] = (),
-    min_words_for_language: int = 4,
-    min_language_confidence: float = 0.15,
-    reject_added_numbers: bool = True,
-) -> tuple[str | None, str | None]:
-    """(cleaned rewrite, None) when the output is faithful, else (None, reason)."""
-    text = (output or "").strip().strip('"“”').strip()
-    if not re.search(r"\w", text):
-        return None, "empty"
-    if any(p.search(text) for p in chatty):
-        return None, "chatty"
-    if len(text) > max_length_ratio * len(original) + length_slack_chars:
-        return None, "too_long"
-    judge = expected_language is not None and languages and len(text.split()) >= min_words_for_language
-    if judge and _Language.confidence(text, expected_language, languages) < min_language_confidence:
-        return None, "wrong_language"
-    if reject_added_numbers:
-        have = {n.replace(",", "") for n in _NUMBER.findall(original)}
-        if any(n.replace(",", "") not in have for n in _NUMBER.findall(text)):
-            return None, "added_numbers"
-    if entity_ratio(original, text) < min_entity_ratio:
-        return None, "dropped_entities"
-    return text, None
-
-
-class RewriteCache:
-    """sha256 key -> raw model output, in SQLite (shared by the workers of a machine)."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(self.path), timeout=60, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS rewrites (key TEXT PRIMARY KEY, output TEXT NOT NULL, model TEXT)")
-        self._lock = threading.Lock()
-
-    def get_many(self, keys: list[str]) -> dict[str, str]:
-        out: dict[str, str] = {}
-        with self._lock:
-            for start in range(0, len(keys), 500):
-                chunk = keys[start : start + 500]
-                q = f"SELECT key, output FROM rewrites WHERE key IN ({','.join('?' * len(chunk))})"
-                out.update(dict(self._db.execute(q, chunk).fetchall()))
-        return out
-
-    def put_many(self, items: list[tuple[str, str]], model: str) -> None:
-        if not items:
-            return
-        with self._lock:
-            self._db.executemany(
-                "INSERT OR REPLACE INTO rewrites (key, output, model) VALUES (?, ?, ?)", [(k, v, model) for k, v in items]
-            )
-
-    def __len__(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM rewrites").fetchone()[0])
-
+    row: dict[str, Any]
+    meta: dict[str, Any]
+    accepted: bool = True
+    cache_hits: int = 0
+    tried: set[str] = field(default_factory=set)  #: fields rewritten in this run
+    rejected: dict[str, Rejection] = field(default_factory=dict)
 
 class CaptionRewriteParams(Params):
     purpose: Literal["short", "dense", "instruction", "translate"] = Field(
@@ -335,6 +212,7 @@ class CaptionRewrite(BatchOperator[CaptionRewriteParams]):
         self._cache: RewriteCache | None = None
         self._template: str | None = None
         self._ident: str | None = None
+        self._chatty_re: list[re.Pattern[str]] | None = None
         self.cache_hits = 0
         self.model_calls = 0
 
@@ -348,12 +226,12 @@ class CaptionRewrite(BatchOperator[CaptionRewriteParams]):
         return self.params  # type: ignore[return-value]
 
     def fields(self) -> tuple[str, ...]:
-        return tuple(self.p.fields) if self.p.fields else _PURPOSES[self.p.purpose][0]
+        return tuple(self.p.fields) if self.p.fields else PURPOSES[self.p.purpose].fields
 
     def gen_config(self) -> GenerationConfig:
         p = self.p
         return GenerationConfig(
-            api=p.api, max_tokens=p.max_tokens or _PURPOSES[p.purpose][3], temperature=p.temperature,
+            api=p.api, max_tokens=p.max_tokens or PURPOSES[p.purpose].max_tokens, temperature=p.temperature,
             stop=tuple(p.stop), seed=p.seed,
         )  # fmt: skip
 
@@ -382,9 +260,9 @@ class CaptionRewrite(BatchOperator[CaptionRewriteParams]):
     def validate_setup(self) -> None:
         p = self.p
         self.template()
-        if p.language and p.check_language and _Language.available():
+        if p.language and p.check_language and LanguageDetector.available():
             try:
-                _Language.parse(p.language)
+                LanguageDetector.parse(p.language)
             except ValueError as e:
                 raise OperatorError(f"{self.where}.language: {e}") from None
         if p.backend == "llama_cpp":
@@ -471,93 +349,111 @@ class CaptionRewrite(BatchOperator[CaptionRewriteParams]):
 
     def _expected_language(self, row: dict[str, Any], original: str) -> Any:
         p = self.p
-        if not (p.check_language and _Language.available()):
+        if not (p.check_language and LanguageDetector.available()):
             return None
         if p.purpose == "translate":
-            return _Language.parse(p.language or "")
+            return LanguageDetector.parse(p.language or "")
         if row.get("language"):
             try:
-                return _Language.parse(row["language"])
+                return LanguageDetector.parse(row["language"])
             except ValueError:
                 pass
         if len(original.split()) < p.min_words_for_language:
             return None
-        return _Language.detect(original, tuple(p.languages), min_confidence=0.3)
+        return LanguageDetector.detect(original, tuple(p.languages), min_confidence=0.3)
 
     def process_batch(self, rows: list[dict[str, Any]]) -> None:
-        p = self.p
-        tasks: list[tuple[dict[str, Any], dict[str, Any], str, str, str]] = []  # row, meta, field, original, key
-        metas: list[dict[str, Any]] = []
         model_id = self.model_ident()
+        tasks = self._tasks(rows, model_id)
+        if not tasks:
+            return
+        prompts = {t.key: t.prompt for t in tasks}
+        cached = self.cache.get_many(list(prompts)) if self.cache is not None else {}
+        outputs: dict[str, str | Exception] = {**cached, **self._generate(prompts, [k for k in prompts if k not in cached], model_id)}
+        results: dict[int, _RowResult] = {}
+        for t in tasks:
+            res = results.setdefault(id(t.row), _RowResult(t.row, t.meta))
+            if t.key in cached:
+                res.cache_hits += 1
+                self.cache_hits += 1
+            self._judge(t, outputs[t.key], res)
+        for res in results.values():
+            self._write(res, model_id)
+
+    def _tasks(self, rows: list[dict[str, Any]], model_id: str) -> list[_Task]:
+        """Every non-empty field to rewrite (from its original, when a previous run rewrote it)."""
+        tasks = []
         for row in rows:
             meta = load_meta(row)
-            metas.append(meta)
             for name in self.fields():
                 original = meta.get(f"original_{name}") or row.get(name)
                 if not isinstance(original, str) or not original.strip():
                     continue
                 prompt = self.render(original)
-                tasks.append((row, meta, name, original, self.cache_key(prompt, model_id)))
-        if not tasks:
-            return
-        prompts = {t[4]: self.render(t[3]) for t in tasks}
-        cached = self.cache.get_many(list(prompts)) if self.cache is not None else {}
-        todo = [k for k in prompts if k not in cached]
-        outputs: dict[str, str | Exception] = dict(cached)
-        if todo:
-            before = getattr(self.backend, "calls", 0)
-            results = self.backend.generate([prompts[k] for k in todo])
-            self.model_calls += getattr(self.backend, "calls", 0) - before
-            fresh = [(k, r) for k, r in zip(todo, results, strict=True) if isinstance(r, str)]
-            if not fresh:
-                err = next(r for r in results if isinstance(r, Exception))
-                raise OperatorError(f"{self.stage}: the model failed on every prompt of a batch ({len(todo)}): {err}")
-            if self.cache is not None:
-                self.cache.put_many(fresh, model_id)
-            outputs.update(zip(todo, results, strict=True))
-        chatty = [re.compile(x, re.I) for x in p.chatty_patterns]
-        ratio = p.max_length_ratio or _PURPOSES[p.purpose][1]
-        min_ent = p.min_entity_ratio if p.min_entity_ratio is not None else _PURPOSES[p.purpose][2]
-        langs = tuple(p.languages)
-        per_row: dict[int, dict[str, Any]] = {}
-        for row, meta, name, original, key in tasks:
-            st = per_row.setdefault(id(row), {"row": row, "meta": meta, "ok": True, "hits": 0})
-            out = outputs[key]
-            if key in cached:
-                st["hits"] += 1
-                self.cache_hits += 1
-            rejected = meta.setdefault("rewrite_rejected", {})
-            rejected.pop(name, None)
-            meta.pop(f"rejected_{name}", None)
-            if isinstance(out, Exception):
-                text, reason = None, "llm_error"
-                meta[f"rejected_{name}"] = f"{type(out).__name__}: {out}"[:500]
-            else:
-                text, reason = check_rewrite(
-                    original, out, max_length_ratio=ratio, length_slack_chars=p.length_slack_chars,
-                    min_entity_ratio=min_ent, chatty=chatty, expected_language=self._expected_language(row, original),
-                    languages=langs, min_words_for_language=p.min_words_for_language,
-                    min_language_confidence=p.min_language_confidence, reject_added_numbers=p.reject_added_numbers,
-                )  # fmt: skip
-                if reason:
-                    meta[f"rejected_{name}"] = out[:500]
-            if reason is None:
-                row[name] = text
-                meta[f"original_{name}"] = original
-            else:
-                st["ok"] = False
-                row[name] = original
-                meta.pop(f"original_{name}", None)
-                rejected[name] = reason
-        for st in per_row.values():
-            row, meta = st["row"], st["meta"]
-            if not meta.get("rewrite_rejected"):
-                meta.pop("rewrite_rejected", None)
-            meta["rewrite_model"] = model_id
-            meta["rewrite_purpose"] = p.purpose
-            row["meta"] = dump_meta(meta)
-            row["scores"] = {
-                **(row.get("scores") or {}),
-                "rewrite_accepted": 1.0 if st["ok"] else 0.0,
-                "rewrite_cache_hits": float(st["hits"]),
-            }
+                tasks.append(_Task(row, meta, name, original, prompt, self.cache_key(prompt, model_id)))
+        return tasks
+
+    def _generate(self, prompts: dict[str, str], todo: list[str], model_id: str) -> dict[str, str | Exception]:
+        """Model outputs (or the error of each failed call) for the cache keys ``todo``."""
+        if not todo:
+            return {}
+        before = getattr(self.backend, "calls", 0)
+        results = self.backend.generate([prompts[k] for k in todo])
+        self.model_calls += getattr(self.backend, "calls", 0) - before
+        fresh = [(k, r) for k, r in zip(todo, results, strict=True) if isinstance(r, str)]
+        if not fresh:
+            err = next(r for r in results if isinstance(r, Exception))
+            raise OperatorError(f"{self.stage}: the model failed on every prompt of a batch ({len(todo)}): {err}")
+        if self.cache is not None:
+            self.cache.put_many(fresh, model_id)
+        return dict(zip(todo, results, strict=True))
+
+    def _judge(self, t: _Task, out: str | Exception, res: _RowResult) -> None:
+        """Keep the rewrite of ``t`` if it is faithful, else the original (and why, in meta)."""
+        p = self.p
+        purpose = PURPOSES[p.purpose]
+        res.tried.add(t.field)
+        t.meta.pop(f"rejected_{t.field}", None)
+        if isinstance(out, Exception):
+            text, reason = None, Rejection.LLM_ERROR
+            t.meta[f"rejected_{t.field}"] = f"{type(out).__name__}: {out}"[:500]
+        else:
+            text, reason = check_rewrite(
+                t.original, out, max_length_ratio=p.max_length_ratio or purpose.max_length_ratio,
+                length_slack_chars=p.length_slack_chars,
+                min_entity_ratio=p.min_entity_ratio if p.min_entity_ratio is not None else purpose.min_entity_ratio,
+                chatty=self._chatty(), expected_language=self._expected_language(t.row, t.original),
+                languages=tuple(p.languages), min_words_for_language=p.min_words_for_language,
+                min_language_confidence=p.min_language_confidence, reject_added_numbers=p.reject_added_numbers,
+            )  # fmt: skip
+            if reason:
+                t.meta[f"rejected_{t.field}"] = out[:500]
+        if reason is None:
+            t.row[t.field] = text
+            t.meta[f"original_{t.field}"] = t.original
+        else:
+            res.accepted = False
+            res.rejected[t.field] = reason
+            t.row[t.field] = t.original
+            t.meta.pop(f"original_{t.field}", None)
+
+    def _chatty(self) -> list[re.Pattern[str]]:
+        if self._chatty_re is None:
+            self._chatty_re = [re.compile(x, re.I) for x in self.p.chatty_patterns]
+        return self._chatty_re
+
+    def _write(self, res: _RowResult, model_id: str) -> None:
+        """The row's meta (rejections of this run replace earlier ones) and scores."""
+        meta = res.meta
+        earlier = {k: v for k, v in (meta.pop("rewrite_rejected", None) or {}).items() if k not in res.tried}
+        rejected = {**earlier, **{k: str(v) for k, v in res.rejected.items()}}
+        if rejected:
+            meta["rewrite_rejected"] = rejected
+        meta["rewrite_model"] = model_id
+        meta["rewrite_purpose"] = self.p.purpose
+        res.row["meta"] = dump_meta(meta)
+        res.row["scores"] = {
+            **(res.row.get("scores") or {}),
+            "rewrite_accepted": 1.0 if res.accepted else 0.0,
+            "rewrite_cache_hits": float(res.cache_hits),
+        }
