@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from operators.base import FATAL_ERRORS, SkipSample
-from operators.errors import media_failure
+from operators.errors import media_errors, media_failure
 from operators.media_io import MediaUnavailable, open_media, uri_of
 from schemas.enums import ReasonCode
 
@@ -125,12 +125,8 @@ def open_av(media: dict[str, Any], **kwargs: Any) -> Iterator[Any]:
     except MediaUnavailable as e:
         raise media_failure(e) from e
     with f:
-        try:
+        with media_errors(uri_of(media)):  # a file FFmpeg cannot open is not usable media
             container = av.open(f, mode="r", metadata_errors="ignore", **kwargs)
-        except FATAL_ERRORS:
-            raise
-        except Exception as e:  # noqa: BLE001 - a file FFmpeg cannot open is not usable media
-            raise media_failure(e, uri_of(media)) from e
         with container:
             yield container
 
