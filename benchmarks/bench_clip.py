@@ -75,7 +75,7 @@ def main() -> None:
     import torch
     from PIL import Image
 
-    from operators.clip.model import decode_image
+    from operators.clip.inputs import decode_image
     from operators.clip.score import ClipScore
     from schemas.record import new_media, new_record
 

@@ -197,7 +197,7 @@ def test_cached_tag_resolves_without_download(tiny, tmp_path, monkeypatch):
     (cache / f"models--{repo.replace('/', '--')}" / "refs").mkdir()
     (cache / f"models--{repo.replace('/', '--')}" / "refs" / "main").write_text("0" * 40)
     (snap / (filename or "open_clip_pytorch_model.bin")).write_bytes(b"not really weights")
-    from operators.clip.model import resolve_spec
+    from operators.clip.weights import resolve_spec
 
     op = ClipScore({"model": "ViT-B-32", "pretrained": "laion2b_s34b_b79k", "cache_dir": str(cache)})
     spec = resolve_spec(op.params, "clip_score.params")

@@ -38,7 +38,9 @@ from pydantic import Field
 
 from operators._meta import load_meta
 from operators.base import OperatorError, StageContext
-from operators.clip.model import ClipOperator, ClipParams, embed_dim_of
+from operators.clip.model import ClipOperator
+from operators.clip.params import ClipParams
+from operators.clip.weights import embed_dim_of
 from operators.registry import register_operator
 
 __all__ = ["AestheticHead", "AestheticScore", "AestheticScoreParams", "load_head"]

@@ -38,7 +38,8 @@ import numpy as np
 from pydantic import Field
 
 from operators._meta import update_meta
-from operators.clip.model import ClipOperator, ClipParams, mean_embedding, to_float16_list
+from operators.clip.model import ClipOperator, mean_embedding, to_float16_list
+from operators.clip.params import ClipParams
 from operators.registry import register_operator
 from schemas.text import PAIRING_TEXT_FIELDS
 

@@ -23,7 +23,8 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from operators.base import StageContext
-from operators.clip.model import ClipOperator, ClipParams
+from operators.clip.model import ClipOperator
+from operators.clip.params import ClipParams
 from operators.registry import register_operator
 
 __all__ = ["ClipTags", "ClipTagsParams"]
