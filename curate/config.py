@@ -86,6 +86,20 @@ def _build_stage(spec: StageConfig, params: BaseModel, output: Path | None) -> O
     return get_operator(spec.op)(params, ctx)
 
 
+def _scheme_problem(scheme: str) -> str | None:
+    """Why a URL scheme cannot be allowed (unknown to fsspec, or its filesystem is not installed)."""
+    import fsspec
+
+    name = scheme.lower().rstrip(":/")
+    try:
+        fsspec.get_filesystem_class(name)
+    except ValueError:
+        return f"unknown URL scheme '{scheme}' (fsspec knows: {', '.join(sorted(fsspec.available_protocols())[:40])}, ...)"
+    except ImportError as e:
+        return f"URL scheme '{scheme}' needs a package that is not installed: {e}"
+    return None
+
+
 def load_pipeline(path: str | Path, overrides: list[str] | None = None, *, output: str | Path | None = None) -> LoadedPipeline:
     """Parse, override, validate (including every reader's and operator's params), and build
     each reader and operator once. With ``output``, the operators know their artifact folders."""
@@ -106,7 +120,15 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None, *, outpu
         base = Path.cwd() if ("sources", i, "path") in overridden else file.parent
         if "://" not in src.path:
             src.path = os.path.normpath(base / os.path.expanduser(src.path))
-        built = reader(source=src.name, path=src.path, license=src.license, params=params, units_per_file=cfg.ray.units_per_file)
+        roots = [os.path.normpath(file.parent / os.path.expanduser(r)) for r in src.allow_roots]
+        for j, scheme in enumerate(src.allow_schemes):
+            problem = _scheme_problem(scheme)
+            if problem:
+                raise doc.error(("sources", i, "allow_schemes", j), problem)
+        built = reader(
+            source=src.name, path=src.path, license=src.license, params=params, units_per_file=cfg.ray.units_per_file,
+            allow_roots=roots, allow_schemes=src.allow_schemes,
+        )  # fmt: skip
         sources.append(PlannedSource(src, built))
 
     stages: list[PlannedStage] = []

@@ -11,10 +11,12 @@ from typing import Any
 import pyarrow as pa
 
 from operators.base import FATAL_ERRORS, Reader, mark
-from operators.errors import media_failure
-from operators.media_io import MediaUnavailable, sha256_media
+from operators.confine import Confinement
+from operators.errors import SkipSample, media_failure
+from operators.media_io import sha256_media
 from schemas.enums import Layout, ReasonCode, Status
 from schemas.record import content_hash, record_id, set_media_error, to_table
+from schemas.text import repair_text, repaired
 
 __all__ = ["IngestFn", "finalize_record"]
 
@@ -22,40 +24,46 @@ log = logging.getLogger(__name__)
 _ROW_BITS = 24
 
 
-_REMOTE = ("http://", "https://")
+def _refuse(rec: dict[str, Any], m: dict[str, Any], failure: SkipSample, operator: str, interleaved: bool) -> None:
+    if interleaved:  # a document keeps its other parts; the item says what is wrong
+        set_media_error(m, failure.reason, failure.detail)
+    elif rec["status"] == Status.KEPT.value:
+        mark(rec, Status.QUARANTINED, operator, failure.reason, failure.detail)
 
 
-def _hash_media(rec: dict[str, Any], operator: str) -> None:
+def _hash_media(rec: dict[str, Any], operator: str, confinement: Confinement) -> None:
+    """sha256 and size of every media item, read only where the source may read (``confinement``)."""
     interleaved = rec.get("layout") == Layout.INTERLEAVED.value
     for m in rec.get("media") or []:
-        if m.get("sha256") or m.get("error"):
+        if m.get("error"):
             continue
-        if (m.get("uri") or "").startswith(_REMOTE):
-            # web media is never downloaded at ingest (no network, no hanging workers)
-            detail = f"{m['uri']}: http(s) media is not downloaded by ingest"
-            if interleaved:
-                set_media_error(m, ReasonCode.REMOTE_MEDIA, detail)
-            elif rec["status"] == Status.KEPT.value:
-                mark(rec, Status.QUARANTINED, operator, ReasonCode.REMOTE_MEDIA, detail)
+        refused = confinement.check(m.get("uri") or "")
+        if refused is not None:  # never opened: outside the roots, or a scheme the source does not allow
+            _refuse(rec, m, refused, operator, interleaved)
+            continue
+        if m.get("sha256"):
             continue
         try:
             m["sha256"], m["bytes"] = sha256_media(m)
-        except MediaUnavailable as e:
-            failure = media_failure(e)
-            if interleaved:  # a document keeps its other parts; the item says what is wrong
-                set_media_error(m, failure.reason, failure.detail)
-                continue
-            if rec["status"] == Status.KEPT.value:
-                mark(rec, Status.QUARANTINED, operator, failure.reason, failure.detail)
+        except FATAL_ERRORS:
+            raise
+        except Exception as e:  # noqa: BLE001 - any failure to read one item is that item's reason
+            _refuse(rec, m, media_failure(e), operator, interleaved)
 
 
-def finalize_record(rec: dict[str, Any], *, unit: str, ordinal: int, row: int, reader: str) -> dict[str, Any]:
+def finalize_record(
+    rec: dict[str, Any], *, unit: str, ordinal: int, row: int, reader: str, confinement: Confinement | None = None
+) -> dict[str, Any]:
+    """Ingest order, lineage, confined media hashes, valid text, content hash and id of one record."""
     rec["unit"] = unit
     rec["seq"] = (ordinal << _ROW_BITS) | min(row, (1 << _ROW_BITS) - 1)
     operator = f"ingest:{reader}"
     rec["lineage"] = [operator, *(rec.get("lineage") or [])]
+    bad_text = repair_text(rec)
+    if bad_text and rec["status"] == Status.KEPT.value:
+        mark(rec, Status.QUARANTINED, operator, ReasonCode.INVALID_TEXT, bad_text)
     if rec["status"] == Status.KEPT.value:
-        _hash_media(rec, operator)
+        _hash_media(rec, operator, confinement or Confinement([]))
     rec["content_hash"] = content_hash(rec)
     rec["id"] = record_id(rec["content_hash"], rec["source"], rec["locator"])
     return rec
@@ -72,18 +80,31 @@ class IngestFn:
         for unit in batch.to_pylist():
             reader = self.readers[unit["source"]]
             payload = json.loads(unit["payload"])
+            confinement = reader.confinement_for(payload)
             n = 0
             try:
                 for rec in reader.read(payload):
-                    out.append(finalize_record(rec, unit=unit["unit"], ordinal=unit["ordinal"], row=n, reader=reader.name))
+                    out.append(_finalized(rec, unit, n, reader, confinement))
                     n += 1
             except FATAL_ERRORS:
                 raise
-            except Exception as e:  # noqa: BLE001 - a unit that breaks mid-way loses nothing already read
+            except Exception as e:  # noqa: BLE001 - a reader that breaks mid-unit loses nothing already read
                 log.warning("reader %s failed on unit %s: %s", reader.name, unit["unit"], e)
                 listed = payload.get("items") or payload.get("files") or [{}]
                 first = listed[0].get("path") if isinstance(listed[0], dict) else listed[0]
                 where = payload.get("file") or payload.get("path") or first or unit["unit"]
-                rec = reader.broken(f"{where}@row{n}", ReasonCode.UNREADABLE, f"{type(e).__name__}: {e}")
-                out.append(finalize_record(rec, unit=unit["unit"], ordinal=unit["ordinal"], row=n, reader=reader.name))
+                rec = reader.broken(repaired(f"{where}@row{n}"), ReasonCode.UNREADABLE, f"{type(e).__name__}: {e}")
+                out.append(_finalized(rec, unit, n, reader, confinement))
         return to_table(out)
+
+
+def _finalized(rec: dict[str, Any], unit: dict[str, Any], n: int, reader: Reader, confinement: Confinement) -> dict[str, Any]:
+    """``finalize_record``, or, when that fails on this record, a quarantined record in its place."""
+    where: dict[str, Any] = dict(unit=unit["unit"], ordinal=unit["ordinal"], row=n, reader=reader.name)
+    try:
+        return finalize_record(rec, **where, confinement=confinement)
+    except FATAL_ERRORS:
+        raise
+    except Exception as e:  # noqa: BLE001 - this record only; its neighbours go on
+        locator = repaired(str(rec.get("locator") or f"{unit['unit']}@row{n}"))
+        return finalize_record(reader.broken(locator, ReasonCode.UNREADABLE, f"{type(e).__name__}: {e}"), **where)

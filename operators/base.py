@@ -17,13 +17,14 @@ import hashlib
 import json
 import logging
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
+from operators.confine import Confinement, source_root
 from operators.errors import FATAL_ERRORS, OperatorError, SkipSample
 from schemas.enums import ReasonCode, Status
 from schemas.record import from_table, new_record, to_table
@@ -307,12 +308,34 @@ class Reader(_Configurable[P]):
         license: str | None = None,
         params: P | dict[str, Any] | None = None,
         units_per_file: int = 64,
+        allow_roots: Iterable[str] = (),
+        allow_schemes: Iterable[str] = (),
     ) -> None:
         self.source = source
         self.path = path
         self.license = license
         self.params = self._validated(params)
         self.units_per_file = units_per_file
+        self.allow_roots = tuple(allow_roots)
+        self.allow_schemes = tuple(allow_schemes)
+        self._confinement: Confinement | None = None
+
+    def extra_roots(self) -> list[str]:
+        """Folders besides the source's own that this reader's params point media at (media_root)."""
+        return []
+
+    @property
+    def confinement(self) -> Confinement:
+        """Where this source may read from (``operators.confine``): its folder, the reader's
+        extra roots, the source's ``allow_roots``; URL schemes from ``allow_schemes``."""
+        if self._confinement is None:
+            roots = [source_root(self.path), *self.extra_roots(), *self.allow_roots]
+            self._confinement = Confinement(roots, self.allow_schemes)
+        return self._confinement
+
+    def confinement_for(self, payload: dict[str, Any]) -> Confinement:
+        """The confinement of one unit (a manifest adds the media_root of its own file)."""
+        return self.confinement
 
     def plan(self) -> Iterator[Unit]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -333,6 +356,19 @@ class Reader(_Configurable[P]):
         rec = self.record(locator, **fields)
         mark(rec, Status.QUARANTINED, f"ingest:{self.name}", str(reason), detail)
         return rec
+
+    def isolated(self, locator: str, make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """``make()``'s record for one input, or a quarantined record for ``locator`` when it
+        raises: one bad input is one bad row, never the rest of its unit."""
+        try:
+            return make()
+        except FATAL_ERRORS:
+            raise
+        except SkipSample as e:
+            return self.broken(locator, e.reason, e.detail)
+        except Exception as e:  # noqa: BLE001 - any failure on one input quarantines that input only
+            log.warning("%s: cannot read %s: %s: %s", self.name, locator, type(e).__name__, e)
+            return self.broken(locator, ReasonCode.UNREADABLE, f"{type(e).__name__}: {e}")
 
 
 class GlobalOperator(Operator[P]):

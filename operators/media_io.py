@@ -6,6 +6,8 @@ import hashlib
 import io
 import os
 import re
+import stat
+import tempfile
 from typing import IO, Any
 
 __all__ = [
@@ -64,7 +66,7 @@ class _Slice(io.RawIOBase):
 
 
 def _is_local(uri: str) -> bool:
-    return "://" not in uri or uri.startswith("file://")
+    return "://" not in uri or uri[:7].lower() == "file://"
 
 
 def uri_of(media: dict[str, Any]) -> str:
@@ -79,9 +81,13 @@ def open_media(media: dict[str, Any]) -> IO[bytes]:
         raise MediaUnavailable("media has no uri")
     try:
         if _is_local(uri):
-            path = uri[len("file://") :] if uri.startswith("file://") else uri
+            path = uri[len("file://") :] if uri[:7].lower() == "file://" else uri
             if not os.path.exists(path):
                 raise MediaMissing(f"no such file: {path}")
+            mode = os.stat(path).st_mode
+            if not stat.S_ISREG(mode):  # a FIFO, device or folder: reading it could hang or never end
+                kind = "a FIFO" if stat.S_ISFIFO(mode) else "a folder" if stat.S_ISDIR(mode) else "a device or socket"
+                raise MediaUnavailable(f"{path}: not a regular file ({kind})")
             f: IO[bytes] = open(path, "rb")  # noqa: SIM115 - returned to the caller
         else:
             import fsspec
@@ -89,7 +95,9 @@ def open_media(media: dict[str, Any]) -> IO[bytes]:
             f = fsspec.open(uri, "rb").open()
     except MediaUnavailable:
         raise
-    except OSError as e:
+    except ImportError as e:  # fsspec knows the scheme but its filesystem package is not installed
+        raise MediaUnavailable(f"cannot open {uri}: {e}") from e
+    except (OSError, ValueError) as e:
         raise MediaUnavailable(f"cannot open {uri}: {e}") from e
     if media.get("member"):
         offset, length = media.get("offset"), media.get("length")
@@ -125,13 +133,18 @@ def is_svg(head: bytes) -> bool:
 
 
 def _svg_length(tag: bytes, name: bytes) -> float | None:
-    m = re.search(rb"\s" + name + rb"\s*=\s*[\"']\s*([0-9.]+)\s*([a-z]*)\s*[\"']", tag, re.IGNORECASE)
+    m = re.search(rb"\s" + name + rb"\s*=\s*[\"']\s*([0-9.]+(?:e[+-]?[0-9]+)?)\s*([a-z]*)\s*[\"']", tag, re.IGNORECASE)
     if not m or m.group(2).lower() not in _UNIT_PX:
         return None  # absent, or a percentage: the viewBox decides
     try:
         return float(m.group(1)) * _UNIT_PX[m.group(2).lower()]
     except ValueError:
         return None
+
+
+def _states_a_size(data: bytes) -> bool:
+    m = _SVG_TAG.search(data[:8192])
+    return bool(m and re.search(rb"\s(width|height|style)\s*=", m.group(0), re.IGNORECASE))
 
 
 def svg_size(data: bytes) -> tuple[float, float] | None:
@@ -170,6 +183,17 @@ def _svg_fonts() -> dict[str, Any]:
     }  # fmt: skip
 
 
+#: href / xlink:href values that point outside the document (a file, a URL): never followed
+_EXTERNAL_HREF = re.compile(rb"""((?:xlink:)?href\s*=\s*)(["'])(?!\s*(?:#|data:))[^"']*\2""", re.IGNORECASE)
+
+
+def svg_without_external_refs(data: bytes) -> bytes:
+    """The SVG with every reference to another file or URL emptied (``<image href="/etc/x.png">``,
+    relative or ``file:`` hrefs): the rasteriser then draws only what the document itself holds
+    (fragments ``#id`` and ``data:`` URIs stay)."""
+    return _EXTERNAL_HREF.sub(rb'\1\2\2', data)
+
+
 def _rasterise_svg(data: bytes, max_side: int) -> Any:
     from PIL import Image
 
@@ -177,12 +201,19 @@ def _rasterise_svg(data: bytes, max_side: int) -> Any:
         import resvg_py
     except ImportError as e:  # a dependency of the package; only a broken install lacks it
         raise OSError("SVG image: rasterising it needs resvg-py (pip install resvg-py)") from e
+    data = svg_without_external_refs(data)
     size = svg_size(data)
     scale: dict[str, int] = {}
-    if size and max(size) > max_side:
+    if size is not None and max(size) > max_side:
         scale = {"width": max_side} if size[0] >= size[1] else {"height": max_side}
+    elif size is None and _states_a_size(data):  # a size we cannot read is rendered capped, never as stated
+        scale = {"width": max_side}
     try:
-        png = resvg_py.svg_to_bytes(svg_string=data.decode("utf-8", errors="replace"), background="white", dpi=96, **scale, **_svg_fonts())
+        with tempfile.TemporaryDirectory(prefix="svg-") as empty:  # relative references resolve into nothing
+            png = resvg_py.svg_to_bytes(
+                svg_string=data.decode("utf-8", errors="replace"), background="white", dpi=96, resources_dir=empty,
+                **scale, **_svg_fonts(),
+            )  # fmt: skip
     except Exception as e:  # noqa: BLE001 - resvg reports malformed markup as ValueError or RuntimeError
         raise OSError(f"cannot render SVG: {e}") from e
     im = Image.open(io.BytesIO(bytes(png)))

@@ -39,6 +39,16 @@ class SourceConfig(_Strict):
     license: str | None = Field(None, description="license recorded on every row of this source")
     enabled: bool = Field(True, description="false skips this source (e.g. --set sources.NAME.enabled=false)")
     params: dict[str, Any] = Field(default_factory=dict, description="reader parameters")
+    allow_roots: list[str] = Field(
+        default_factory=list,
+        description="folders besides the source's own (and its reader's media_root / site_root) that media and "
+        "sidecar paths may resolve into after symlinks (relative to the config file); anything else is outside_root",
+    )
+    allow_schemes: list[str] = Field(
+        default_factory=list,
+        description="URL schemes this source's media may be read from (e.g. s3, gs, https; case-insensitive); "
+        "default none: local files only, every other URL is scheme_not_allowed (http(s): remote_media)",
+    )
 
 
 class StageConfig(_Strict):

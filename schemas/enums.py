@@ -90,6 +90,12 @@ class ReasonCode(StrEnum):
     ORPHAN_SIDECAR = "orphan_sidecar"
     OPERATOR_ERROR = "operator_error"
     REMOTE_MEDIA = "remote_media"
+    #: a media or sidecar path that resolves (after symlinks) outside the source's roots
+    OUTSIDE_ROOT = "outside_root"
+    #: a URL whose scheme is not in the source's ``allow_schemes``
+    SCHEME_NOT_ALLOWED = "scheme_not_allowed"
+    #: text that is not valid Unicode (a lone surrogate in JSON, a file name that is not UTF-8)
+    INVALID_TEXT = "invalid_text"
     # drop: a measured value failed a rule
     BELOW_MIN = "below_min"
     ABOVE_MAX = "above_max"

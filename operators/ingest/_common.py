@@ -119,10 +119,10 @@ def split_fields(data: dict[str, Any], keys: Iterable[str] = TEXT_KEYS) -> tuple
     return fields, meta
 
 
-def load_json_sidecar(path: str) -> dict[str, Any]:
-    """A JSON sidecar as a dict. Raises ValueError (with the reason) when it is not a JSON object."""
-    with open(path, encoding="utf-8") as f:
-        data = json.load(f)
+def load_json_sidecar(raw: bytes) -> dict[str, Any]:
+    """A JSON sidecar's bytes as a dict. Raises ValueError (with the reason) when it is not a JSON
+    object, RecursionError when it nests too deep."""
+    data = json.loads(raw.decode("utf-8"))
     if not isinstance(data, dict):
         raise ValueError(f"expected a JSON object, got {type(data).__name__}")
     return data

@@ -122,7 +122,7 @@ class MediaFolderReader(Reader[FolderParams]):
             if "quarantine" in item:
                 yield self.broken(item["path"], item["quarantine"], item["detail"])
             else:
-                yield self._media_record(item["path"], item["modality"], item["sidecars"])
+                yield self.isolated(item["path"], lambda it=item: self._media_record(it["path"], it["modality"], it["sidecars"]))
 
     def _media_record(self, path: str, modality: str, sidecars: list[str]) -> dict[str, Any]:
         fields: dict[str, Any] = {}
@@ -133,14 +133,14 @@ class MediaFolderReader(Reader[FolderParams]):
         for sc in sorted(sidecars, key=lambda p: not p.lower().endswith(".txt")):
             name = os.path.basename(sc)
             try:
+                raw = self.confinement.read_sidecar(sc)  # SkipSample: outside the roots, not a file, too big
                 if sc.lower().endswith(".txt"):
-                    with open(sc, encoding="utf-8") as f:
-                        text = f.read().strip()
+                    text = raw.decode("utf-8").strip()
                     if text:
                         fields[txt_key] = text
                     continue
-                data = load_json_sidecar(sc)
-            except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+                data = load_json_sidecar(raw)
+            except (OSError, ValueError, RecursionError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
                 log.debug("bad sidecar %s", sc, exc_info=True)
                 errors.append(f"{name}: {type(e).__name__}: {e}")
                 continue

@@ -200,6 +200,9 @@ class HtmlReader(Reader[HtmlParams]):
     name: ClassVar[str] = "html"
     produces: ClassVar[tuple[str, ...]] = ("text", "image")
 
+    def extra_roots(self) -> list[str]:
+        return [os.path.abspath(os.path.expanduser(self.params.site_root))] if self.params.site_root else []
+
     def plan(self) -> Iterator[Unit]:
         single = os.path.isfile(self.path)
         files = [f for f in list_files(self.path, _SUFFIXES) if single or f.lower().endswith(_SUFFIXES)]
@@ -213,7 +216,7 @@ class HtmlReader(Reader[HtmlParams]):
 
     def read(self, payload: dict[str, Any]) -> Iterator[dict[str, Any]]:
         for path in payload["files"]:
-            yield self._document(path, payload.get("site_root"))
+            yield self.isolated(path, lambda p=path: self._document(p, payload.get("site_root")))
 
     def _document(self, path: str, site_root: str | None) -> dict[str, Any]:
         import lxml.etree

@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 from pydantic import Field
 
 from operators.base import Params, Reader, Unit
+from operators.confine import Confinement
 from operators.ingest._common import is_url, list_files
 from operators.ingest.manifest_rows import RowError, parse_row
 from operators.registry import register_reader
@@ -97,6 +98,16 @@ class _ManifestReader(Reader[MP]):
         if is_url(root):
             return root
         return os.path.normpath(os.path.join(folder, os.path.expanduser(root)))
+
+    def confinement_for(self, payload: dict[str, Any]) -> Confinement:
+        root = self.media_root(payload["file"])
+        if is_url(root) or not self.params.media_root:
+            return self.confinement
+        cache = self.__dict__.setdefault("_by_root", {})
+        if root not in cache:
+            base = self.confinement
+            cache[root] = Confinement([*base.roots, root], base.schemes)
+        return cache[root]
 
     def _row(self, row: Any, locator: str, root: str) -> dict[str, Any]:
         try:

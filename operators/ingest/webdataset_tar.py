@@ -97,13 +97,13 @@ class WebDatasetReader(Reader[WebDatasetParams]):
                         continue
                     key, ext = parts
                     if sample is not None and sample.key != key:
-                        yield self._finish(tar, sample)
+                        yield self.isolated(f"{tar}#{sample.key}", lambda s=sample: self._finish(tar, s))
                         sample = None
                     sample = sample or _Sample(key)
                     self._add_member(tar, tf, info, ext, sample)
                 end = tf.offset
             if sample is not None:
-                yield self._finish(tar, sample)
+                yield self.isolated(f"{tar}#{sample.key}", lambda s=sample: self._finish(tar, s))
                 sample = None
             problem = _tail_problem(tar, end)
             if problem:
@@ -164,7 +164,7 @@ class WebDatasetReader(Reader[WebDatasetParams]):
         for ext, data in s.json:
             try:
                 obj = json.loads(data)
-            except ValueError as e:
+            except (ValueError, RecursionError) as e:
                 meta[f"{ext}_error"] = f"invalid JSON: {e}"
                 meta[ext] = data.decode("utf-8", "replace")[:_META_CAP]
                 continue
