@@ -213,7 +213,7 @@ def mix(
         err.print(f"[red]error:[/red] {e}", highlight=False)
         raise typer.Exit(1) from None
     print_report(report, console)
-    console.print(f"wrote {report['shards']} shards, {output}/report.json")
+    console.print(f"wrote {report.shards} shards, {output}/report.json")
 
 
 @app.command()

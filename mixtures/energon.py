@@ -28,6 +28,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mixtures.report_model import MixReport, read_report
+
 __all__ = ["energon_available", "export_energon", "prepare", "shard_sets", "write_metadataset"]
 
 _SHARD = re.compile(r"^(?P<split>[A-Za-z0-9_\-]+)-\d+\.tar$")
@@ -106,17 +108,19 @@ def _yaml_dump(data: dict[str, Any], comments: list[str]) -> str:
     return head + yaml.safe_dump(data, sort_keys=False)
 
 
-def write_metadataset(root: str | Path, report: dict[str, Any] | None = None) -> list[Path]:
-    """Write SHARDS/energon.yaml (and energon_epochized.yaml in per-group mode); return paths."""
+def write_metadataset(root: str | Path, report: MixReport | None = None) -> list[Path]:
+    """Write SHARDS/energon.yaml (and energon_epochized.yaml in per-group mode); return paths.
+    ``report``: the mix report (default: the folder's report.json; without one the shards are
+    taken as pre-mixed)."""
     root = Path(root)
-    report = report if report is not None else json.loads((root / "report.json").read_text())
+    report = report if report is not None else read_report(root)
     sets = shard_sets(root)
     if not sets:
         raise FileNotFoundError(f"{root}: no <split>-NNNNNN.tar shards")
     split = sets[0][1]
-    stage = report.get("stage")
+    stage = report.stage if report else None
     written = []
-    if report.get("mode", "premixed") == "premixed" or not report.get("blend"):
+    if report is None or report.mode == "premixed" or not report.blend:
         mds = {
             "__module__": "megatron.energon",
             "__class__": "MetadatasetV2",
@@ -127,21 +131,22 @@ def write_metadataset(root: str | Path, report: dict[str, Any] | None = None) ->
         return [path]
 
     entries = []
-    for b in report["blend"]:
-        samples = float(report["groups"].get(b["group"], {}).get("achieved", {}).get("samples", 0.0))
-        if samples <= 0 or not (root / b["path"]).is_dir():
+    for b in report.blend:
+        group = report.groups.get(b.group)
+        samples = float(group.achieved.get("samples", 0.0)) if group else 0.0
+        if samples <= 0 or not (root / b.path).is_dir():
             continue
-        entries.append({"group": b["group"], "path": b["path"], "samples": samples})
+        entries.append({"group": b.group, "path": b.path, "samples": samples})
     if not entries:
         raise ValueError(f"{root}: no group with samples in report['blend']")
     total = sum(e["samples"] for e in entries)
-    unit = report.get("unit", "samples")
+    unit = report.unit
     comments = [
         f"Energon metadataset for stage {stage} (per-group shards), written by nmm-curate.",
         "Blend weight of a group = samples in its shards: Energon draws samples with these probabilities, so every",
         f"group's expected share of {unit} (and of every other unit) is its achieved share in report.json.",
     ]
-    if len(report.get("phases", [])) > 1:
+    if len(report.phases) > 1:
         comments.append("The stage has a schedule: a static blend reproduces the stage totals, not the per-phase mix (use pre-mixed shards).")
     blend = {
         "__module__": "megatron.energon",
@@ -183,8 +188,7 @@ def export_energon(root: str | Path, *, num_workers: int = 1) -> dict[str, Any]:
     root = Path(root)
     sets = shard_sets(root)
     log = prepare(sets, num_workers=num_workers)
-    report = json.loads((root / "report.json").read_text()) if (root / "report.json").is_file() else {"mode": "premixed"}
-    paths = write_metadataset(root, report)
+    paths = write_metadataset(root)
     return {"prepared": [str(f) for f, _ in sets], "metadatasets": [str(p) for p in paths], "log": log}
 
 

@@ -31,6 +31,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from mixtures.report_model import read_report
 from schemas.files import atomic_write_text
 
 __all__ = ["card_configs", "member_suffixes", "write_hf_card"]
@@ -123,7 +124,7 @@ def write_hf_card(root: str | Path) -> Path:
     configs = card_configs(root)
     if not configs:
         raise FileNotFoundError(f"{root}: no <split>-NNNNNN.tar shards")
-    report = json.loads((root / "report.json").read_text()) if (root / "report.json").is_file() else {}
+    report = read_report(root)
     meta = {
         "configs": [{"config_name": c["config_name"], "data_files": c["data_files"]} for c in configs],
         "dataset_info": [{"config_name": c["config_name"], "features": c["features"]} for c in configs],
@@ -134,7 +135,7 @@ def write_hf_card(root: str | Path) -> Path:
         "---",
         yaml.safe_dump(meta, sort_keys=False).rstrip(),
         "---",
-        f"# {report.get('mixture', 'nmm-curate')} / stage {report.get('stage', '?')}",
+        f"# {report.mixture if report else 'nmm-curate'} / stage {report.stage if report else '?'}",
         "",
         "WebDataset shards written by `curate mix` (nmm-curate). Each sample: `json` (the sample record with",
         "`group`, `stage`, `repeat` and its `cost` in every unit), `txt` (the primary text) and one column per",

@@ -25,6 +25,7 @@ from mixtures.interleave import interleave
 from mixtures.planner import MixError, Plan, Slot, plan_stage
 from mixtures.pool import COST_KEYS, Pool, leaves_of, load_pool, order_key
 from mixtures.report import build_report
+from mixtures.report_model import BlendEntry, MixReport
 from mixtures.shards import ShardJob, ShardSample, ShardStats, write_shard
 from schemas.files import atomic_write_json
 from schemas.hashing import fingerprint
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 Layout = dict[str, list[ShardJob]]
 
 
-def mix_stage(cfg: MixtureConfig, stage_name: str, input_path: str | Path, output: str | Path, *, fresh: bool = False) -> dict:
+def mix_stage(cfg: MixtureConfig, stage_name: str, input_path: str | Path, output: str | Path, *, fresh: bool = False) -> MixReport:
     """Mix one stage into ``output``. Returns the report. Shards are written by Ray tasks on the Ray
     the caller started (`curate mix` opens a session; without one Ray starts itself)."""
     stage = cfg.stage(stage_name)
@@ -50,7 +51,7 @@ def mix_stage(cfg: MixtureConfig, stage_name: str, input_path: str | Path, outpu
     stats = _write_shards(jobs, out, manifest)
     blend = _write_indexes(stage, plan, layout, stats, out)
     report = build_report(cfg, stage, plan, pool, [stats[j.path] for j in jobs], blend=blend)
-    _atomic_json(out / "report.json", report)
+    _atomic_json(out / "report.json", report.to_json())
     return report
 
 
@@ -224,26 +225,25 @@ def _wids(name: str, shards: list[dict[str, Any]]) -> dict[str, Any]:
     return {"__kind__": "wids-shard-index-v1", "wids_version": 1, "name": name, "shardlist": shards}
 
 
-def _write_indexes(stage: StageMix, plan: Plan, layout: Layout, stats: dict[str, ShardStats], out: Path) -> list[dict[str, Any]]:
+def _write_indexes(stage: StageMix, plan: Plan, layout: Layout, stats: dict[str, ShardStats], out: Path) -> list[BlendEntry]:
     """A wids index per shard folder, and in per-group mode one over all groups with each group's
     blend weight. Returns the blend (per-group mode; empty when pre-mixed)."""
     split = stage.shards.split
-    blend = []
+    folders = []  # (group, folder name, samples, amount) of every group folder
     for leaf, jobs in layout.items():
         folder = _folder(out, leaf)
         shards = [{"url": stats[j.path].shard, "nsamples": stats[j.path].samples} for j in jobs]
         _atomic_json(folder / f"{split}.wids.json", _wids(f"{stage.name}/{leaf}" if leaf else stage.name, shards))
         if leaf:
-            samples = sum(stats[j.path].samples for j in jobs)
-            blend.append({"group": leaf, "path": folder.name, "samples": samples, "amount": plan.allocated.get(leaf, 0.0)})
-    total = sum(b["samples"] for b in blend)
-    for b in blend:  # a sampling probability: what a loader mixing the group folders draws
-        b["weight"] = b["samples"] / total if total else 0.0
+            folders.append((leaf, folder.name, sum(stats[j.path].samples for j in jobs), plan.allocated.get(leaf, 0.0)))
+    total = sum(n for _, _, n, _ in folders)
+    # the weight is a sampling probability: what a loader mixing the group folders draws
+    blend = [BlendEntry(leaf, name, n, amount, n / total if total else 0.0) for leaf, name, n, amount in folders]
     if blend:
         shards = [
-            {"url": os.path.relpath(j.path, out), "nsamples": stats[j.path].samples, "weight": b["weight"], "group": b["group"]}
+            {"url": os.path.relpath(j.path, out), "nsamples": stats[j.path].samples, "weight": b.weight, "group": b.group}
             for b in blend
-            for j in layout[b["group"]]
+            for j in layout[b.group]
         ]
         _atomic_json(out / f"{split}.wids.json", _wids(stage.name, shards))
     return blend

@@ -17,7 +17,8 @@ from typing import NamedTuple
 import numpy as np
 
 from mixtures.config import GroupSpec, StageMix
-from mixtures.pool import Pool, order_key
+from mixtures.pool import Leaf, Pool, leaves_of, order_key
+from mixtures.report_model import Shortfall
 
 __all__ = ["MixError", "Plan", "Slot", "Stream", "plan_stage"]
 
@@ -61,7 +62,7 @@ class Plan:
     source_quota: dict[str, dict[str, float]]  # leaf -> source -> planned amount
     streams: list[Stream]
     excluded_zero_cost: dict[str, int]  # leaf -> rows that cost nothing in this unit
-    shortfalls: list[dict]  # leaves whose target could not be met
+    shortfalls: list[Shortfall]  # leaves whose target could not be met
 
     def row(self, slot: Slot) -> int:
         """The pool row a slot draws."""
@@ -175,11 +176,45 @@ def _integerise(values: dict, total: int) -> dict:
 
 
 def plan_stage(stage: StageMix, pool: Pool, seed: int) -> Plan:
-    from mixtures.pool import leaves_of
-
+    """Targets per leaf, capped and redistributed, split over sources, then the samples."""
     unit = stage.unit
     cost = pool.costs[unit]
     leaves = {leaf.path: leaf for leaf in leaves_of(stage.groups)}
+    phases, overrides = _phases(stage, leaves)
+    phase_shares = [_tree_shares(stage.groups, stage.budget, o) for o in overrides]
+    members, pool_size, excluded = _usable_rows(pool, cost)
+    targets = {
+        leaf: sum(stage.budget * (b - a) * phase_shares[k][leaf] for k, (a, b) in enumerate(phases)) for leaf in leaves
+    }
+    _check_not_empty(stage, targets, members, excluded)
+    caps = {
+        leaf: _inherited(leaves[leaf].specs, "max_repeat", stage.max_repeat) * sum(pool_size[leaf].values())
+        for leaf in leaves
+    }
+    allocated = _group_fill(stage.groups, "", stage.budget, targets, caps, stage.shortfall == "redistribute")
+    shortfalls = _shortfalls(stage, leaves, targets, allocated, caps, members)
+    source_quota = {leaf: _source_quota(stage, spec, pool_size[leaf], allocated[leaf]) for leaf, spec in leaves.items()}
+    quota = _phase_quota(stage, leaves, phases, phase_shares, targets, source_quota)
+    return Plan(
+        stage=stage.name,
+        unit=unit,
+        budget=stage.budget,
+        phases=phases,
+        targets=targets,
+        shares=phase_shares,
+        allocated=allocated,
+        capacity=caps,
+        pool_size=pool_size,
+        source_quota=source_quota,
+        streams=_streams(leaves, members, len(phases), quota, pool, cost, seed),
+        excluded_zero_cost=excluded,
+        shortfalls=shortfalls,
+    )
+
+
+def _phases(stage: StageMix, leaves: dict[str, Leaf]) -> tuple[list[tuple[float, float]], list[dict[str, float]]]:
+    """The schedule's phases ((start, end) fractions of the budget) and each phase's weight
+    overrides (every step adds to the ones before it); a step naming no group is an error."""
     cuts = [0.0, *[s.at for s in stage.schedule], 1.0]
     phases = [(cuts[i], cuts[i + 1]) for i in range(len(cuts) - 1)]
     overrides: list[dict[str, float]] = [{}]
@@ -190,11 +225,14 @@ def plan_stage(stage: StageMix, pool: Pool, seed: int) -> Plan:
     } - {g for p in leaves for g in p.split("/")}
     if unknown:
         raise MixError(f"schedule names unknown groups: {sorted(unknown)}")
-    phase_shares = [_tree_shares(stage.groups, stage.budget, o) for o in overrides]
+    return phases, overrides
 
-    # what each leaf can give, per source, in this unit
-    pool_size: dict[str, dict[str, float]] = {}
+
+def _usable_rows(pool: Pool, cost: np.ndarray) -> tuple[dict[str, dict[str, list[int]]], dict[str, dict[str, float]], dict[str, int]]:
+    """What each leaf can give in the stage unit: its rows per source (those that cost something),
+    the amount of one epoch per source, and how many rows cost nothing."""
     members: dict[str, dict[str, list[int]]] = {}
+    pool_size: dict[str, dict[str, float]] = {}
     excluded: dict[str, int] = {}
     for path, rows in pool.members.items():
         by_src: dict[str, list[int]] = defaultdict(list)
@@ -207,51 +245,68 @@ def plan_stage(stage: StageMix, pool: Pool, seed: int) -> Plan:
         excluded[path] = zero
         members[path] = dict(sorted(by_src.items()))
         pool_size[path] = {s: float(cost[idx].sum()) for s, idx in members[path].items()}
-    targets = {
-        leaf: sum(stage.budget * (b - a) * phase_shares[k][leaf] for k, (a, b) in enumerate(phases)) for leaf in leaves
-    }
+    return members, pool_size, excluded
+
+
+def _check_not_empty(stage: StageMix, targets: dict[str, float], members: dict[str, dict[str, list[int]]], excluded: dict[str, int]) -> None:
+    """A strict stage refuses a leaf with a target and no samples."""
+    if not stage.strict:
+        return
     for leaf, t in targets.items():
         if t > _EPS and not members[leaf]:
-            why = f" ({excluded[leaf]} rows cost 0 {unit})" if excluded[leaf] else ""
-            if stage.strict:
-                raise MixError(f"group '{leaf}' has no samples in the curated table{why}")
-    caps = {
-        leaf: _inherited(leaves[leaf].specs, "max_repeat", stage.max_repeat) * sum(pool_size[leaf].values())
+            why = f" ({excluded[leaf]} rows cost 0 {stage.unit})" if excluded[leaf] else ""
+            raise MixError(f"group '{leaf}' has no samples in the curated table{why}")
+
+
+def _shortfalls(
+    stage: StageMix,
+    leaves: dict[str, Leaf],
+    targets: dict[str, float],
+    allocated: dict[str, float],
+    caps: dict[str, float],
+    members: dict[str, dict[str, list[int]]],
+) -> list[Shortfall]:
+    """The leaves whose plan falls short of their target; an error when the stage is strict."""
+    shortfalls = [
+        Shortfall(
+            group=leaf,
+            target=targets[leaf],
+            planned=allocated[leaf],
+            missing=targets[leaf] - allocated[leaf],
+            capacity=caps[leaf],
+            reason="no samples" if not members[leaf] else "max_repeat cap reached",
+        )
         for leaf in leaves
-    }
-    allocated = _group_fill(stage.groups, "", stage.budget, targets, caps, stage.shortfall == "redistribute")
-    shortfalls = []
-    for leaf in leaves:
-        if allocated[leaf] + 1e-6 * max(1.0, targets[leaf]) < targets[leaf]:
-            shortfalls.append(
-                {
-                    "group": leaf,
-                    "target": targets[leaf],
-                    "planned": allocated[leaf],
-                    "missing": targets[leaf] - allocated[leaf],
-                    "capacity": caps[leaf],
-                    "reason": "no samples" if not members[leaf] else "max_repeat cap reached",
-                }
-            )
+        if allocated[leaf] + 1e-6 * max(1.0, targets[leaf]) < targets[leaf]
+    ]
     if shortfalls and stage.strict:
-        lines = "; ".join(f"{s['group']}: target {s['target']:.6g} {unit}, at most {s['planned']:.6g}" for s in shortfalls)
+        lines = "; ".join(f"{s.group}: target {s.target:.6g} {stage.unit}, at most {s.planned:.6g}" for s in shortfalls)
         raise MixError(f"stage '{stage.name}' (strict) cannot meet its targets: {lines}")
+    return shortfalls
 
-    # per leaf: split over sources by temperature, capped at max_repeat epochs
-    source_quota: dict[str, dict[str, float]] = {}
-    for leaf, spec in leaves.items():
-        sizes = pool_size[leaf]
-        if not sizes:
-            source_quota[leaf] = {}
-            continue
-        temp = _inherited(spec.specs, "temperature", stage.temperature)
-        rep = _inherited(spec.specs, "max_repeat", stage.max_repeat)
-        want = {s: n ** (1.0 / temp) for s, n in sizes.items()}
-        norm = sum(want.values())
-        want = {s: allocated[leaf] * w / norm for s, w in want.items()}
-        source_quota[leaf] = _fill({s: rep * n for s, n in sizes.items()}, want, allocated[leaf], True)
 
-    # per (phase, leaf, source) quota, then the samples: a stable hashed order, epoch after epoch
+def _source_quota(stage: StageMix, leaf: Leaf, sizes: dict[str, float], allocated: float) -> dict[str, float]:
+    """A leaf's planned amount split over its sources by temperature, capped at max_repeat epochs."""
+    if not sizes:
+        return {}
+    temp = _inherited(leaf.specs, "temperature", stage.temperature)
+    rep = _inherited(leaf.specs, "max_repeat", stage.max_repeat)
+    want = {s: n ** (1.0 / temp) for s, n in sizes.items()}
+    norm = sum(want.values())
+    want = {s: allocated * w / norm for s, w in want.items()}
+    return _fill({s: rep * n for s, n in sizes.items()}, want, allocated, True)
+
+
+def _phase_quota(
+    stage: StageMix,
+    leaves: dict[str, Leaf],
+    phases: list[tuple[float, float]],
+    phase_shares: list[dict[str, float]],
+    targets: dict[str, float],
+    source_quota: dict[str, dict[str, float]],
+) -> dict[tuple[int, str, str], float]:
+    """(phase, leaf, source) -> planned amount: a source's quota spread over the phases as its
+    leaf's target is; whole samples (sum kept) when the unit is samples."""
     quota: dict[tuple[int, str, str], float] = {}
     for leaf in leaves:
         t_leaf = targets[leaf]
@@ -259,15 +314,29 @@ def plan_stage(stage: StageMix, pool: Pool, seed: int) -> Plan:
             part = stage.budget * (b - a) * phase_shares[k][leaf] / t_leaf if t_leaf > _EPS else 0.0
             for s, q in source_quota[leaf].items():
                 quota[(k, leaf, s)] = q * part
-    if unit == "samples":
+    if stage.unit == "samples":
         quota = _integerise(quota, int(round(sum(quota.values()))))
+    return quota
+
+
+def _streams(
+    leaves: dict[str, Leaf],
+    members: dict[str, dict[str, list[int]]],
+    n_phases: int,
+    quota: dict[tuple[int, str, str], float],
+    pool: Pool,
+    cost: np.ndarray,
+    seed: int,
+) -> list[Stream]:
+    """The samples of every (phase, leaf, source): each source in its stable hashed order, epoch
+    after epoch, one cursor across the phases."""
     streams: list[Stream] = []
     for leaf in leaves:
         for s, rows in members[leaf].items():
             epochs = _epoch_orders(rows, pool, seed)
             cursor = 0
             wanted = taken = 0.0  # cumulative over phases, so rounding never accumulates
-            for k in range(len(phases)):
+            for k in range(n_phases):
                 wanted += quota.get((k, leaf, s), 0.0)
                 st = Stream(k, leaf, s)
                 while True:
@@ -284,21 +353,7 @@ def plan_stage(stage: StageMix, pool: Pool, seed: int) -> Plan:
                     cursor += 1
                 if st.items:
                     streams.append(st)
-    return Plan(
-        stage=stage.name,
-        unit=unit,
-        budget=stage.budget,
-        phases=phases,
-        targets=targets,
-        shares=phase_shares,
-        allocated=allocated,
-        capacity=caps,
-        pool_size=pool_size,
-        source_quota=source_quota,
-        streams=streams,
-        excluded_zero_cost=excluded,
-        shortfalls=shortfalls,
-    )
+    return streams
 
 
 def _epoch_orders(rows: list[int], pool: Pool, seed: int):

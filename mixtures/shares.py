@@ -8,6 +8,7 @@ from collections import defaultdict
 
 from mixtures.planner import Plan
 from mixtures.pool import COST_KEYS
+from mixtures.report_model import PrefixDrift
 from mixtures.shards import ShardStats
 
 __all__ = ["achieved_by_group", "drift", "expected_shares", "group_shares", "phase_shares", "prefix_drift"]
@@ -59,7 +60,7 @@ def drift(by_group: dict[str, dict[str, float]], by_phase: dict[str, dict[str, f
     return float(max((abs(by_group.get(g, {}).get(unit, 0.0) / total - p) for g, p in expected.items()), default=0.0))
 
 
-def prefix_drift(stats: list[ShardStats], shares: list[dict[str, float]], unit: str) -> list[dict]:
+def prefix_drift(stats: list[ShardStats], shares: list[dict[str, float]], unit: str) -> list[PrefixDrift]:
     """Drift of every prefix of the shard list (a trainer that stops early saw this mix)."""
     acc: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     acc_phase: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
@@ -71,5 +72,5 @@ def prefix_drift(stats: list[ShardStats], shares: list[dict[str, float]], unit: 
         for k, groups in s.by_phase.items():
             for g, v in groups.items():
                 acc_phase[k][g] += v
-        out.append({"shards": n, "max_abs_drift": round(drift(acc, acc_phase, shares, unit), 6)})
+        out.append(PrefixDrift(n, round(drift(acc, acc_phase, shares, unit), 6)))
     return out

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-__all__ = ["Bad", "Strong", "TargetRow", "max_repeat", "num", "pct", "rich_table", "rows_of_mix_report", "target_table"]
+from mixtures.report_model import MixReport
+
+__all__ = ["Bad", "Strong", "TargetRow", "num", "pct", "rich_table", "rows_of_mix_report", "target_table"]
 
 
 class Bad(str):
@@ -51,11 +52,6 @@ def num(v: float | None) -> str:
     return f"{v:,.0f}" if abs(v) >= 100 or float(v).is_integer() else f"{v:,.2f}"
 
 
-def max_repeat(sources: dict[str, dict[str, Any]]) -> float | None:
-    """The largest ``repeat_factor`` of a report group's sources; None without sources."""
-    return max((s.get("repeat_factor", 0.0) for s in sources.values()), default=None)
-
-
 def target_table(rows: Sequence[TargetRow], unit: str) -> tuple[list[str], list[list[str]]]:
     """(column names, cells of every row)."""
     columns = ["group", "target %", "planned %", "achieved %", "Δ pts", unit, "samples", "repeat", "missing"]
@@ -70,22 +66,22 @@ def target_table(rows: Sequence[TargetRow], unit: str) -> tuple[list[str], list[
     return columns, cells
 
 
-def rows_of_mix_report(report: dict[str, Any]) -> list[TargetRow]:
-    """The rows of a mix report (``report.json``, what ``mix_stage`` returns)."""
-    unit = report["unit"]
-    missing = {s["group"]: s["missing"] for s in report.get("shortfalls", [])}
+def rows_of_mix_report(report: MixReport) -> list[TargetRow]:
+    """The rows of a mix report (what ``mix_stage`` returns, ``report.json``)."""
+    unit = report.unit
+    missing = {s.group: s.missing for s in report.shortfalls}
     return [
         TargetRow(
             group=g,
-            target_share=r["target_share"],
-            planned_share=r["planned_share"],
-            achieved_share=r["achieved_share"],
-            amount=r["achieved"][unit],
-            samples=r["achieved"]["samples"],
-            repeat=max_repeat(r.get("sources", {})),
+            target_share=r.target_share,
+            planned_share=r.planned_share,
+            achieved_share=r.achieved_share,
+            amount=r.achieved[unit],
+            samples=r.achieved["samples"],
+            repeat=r.max_repeat_factor,
             missing=missing.get(g, 0.0),
         )
-        for g, r in report["groups"].items()
+        for g, r in report.groups.items()
     ]
 
 

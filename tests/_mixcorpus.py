@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 
 from curate.demo.synth import make_audio, make_image, make_video
 from mixtures.config import MixtureConfig
+from mixtures.report_model import MixReport
 from schemas.record import content_hash, new_media, new_record, record_id, to_table
 
 GROUPS = [
@@ -169,7 +170,7 @@ _BUILT: dict[str, Any] = {}
 
 def build(tmp_path_factory) -> dict[str, Any]:
     """Curated table + the pre-mixed and per-group mixes, once per session:
-    {"curated", "premixed", "pergroup", "reports", "root"}."""
+    {"curated", "premixed", "pergroup", "reports" (stage -> MixReport), "root"}."""
     if _BUILT:
         return _BUILT
     from mixtures.mixer import mix_stage
@@ -184,7 +185,7 @@ def build(tmp_path_factory) -> dict[str, Any]:
     return _BUILT
 
 
-def mix_extra(stage: str) -> tuple[Path, dict[str, Any]]:
+def mix_extra(stage: str) -> tuple[Path, MixReport]:
     """Mix another stage of MIXTURE from the session's curated table (after ``build``)."""
     from mixtures.mixer import mix_stage
 

@@ -66,7 +66,7 @@ def test_webdataset_decodes_every_sample_of_the_premixed_stage(mixed):
     root, report = mixed["premixed"], mixed["reports"]["premixed"]
     urls = _tars(root)
     samples = _wds_samples(urls)
-    assert len(samples) == report["totals"]["samples"] == sum(s["nsamples"] for s in json.loads((root / "train.wids.json").read_text())["shardlist"])
+    assert len(samples) == report.totals["samples"] == sum(s["nsamples"] for s in json.loads((root / "train.wids.json").read_text())["shardlist"])
     keys = [s["__key__"] for s in samples]
     assert len(set(keys)) == len(keys)
     for s in samples:
@@ -75,9 +75,9 @@ def test_webdataset_decodes_every_sample_of_the_premixed_stage(mixed):
     by_group: dict[str, Counter] = {}
     for s in samples:
         by_group.setdefault(s["json"]["group"], Counter()).update(s["json"]["cost"])
-    for g, r in report["groups"].items():
+    for g, r in report.groups.items():
         for k in COST_KEYS:
-            assert math.isclose(by_group.get(g, Counter())[k], r["achieved"][k], abs_tol=1e-6), (g, k)
+            assert math.isclose(by_group.get(g, Counter())[k], r.achieved[k], abs_tol=1e-6), (g, k)
     layouts = Counter(s["json"]["layout"] for s in samples)
     assert set(layouts) == {"image-text", "video-text", "audio-text", "interleaved", "text"}
     assert any("img1.jpg" in s for s in samples) and any("png" in s for s in samples)
@@ -86,18 +86,18 @@ def test_webdataset_decodes_every_sample_of_the_premixed_stage(mixed):
 def test_webdataset_per_group_shards_hold_their_group_only(mixed):
     root, report = mixed["pergroup"], mixed["reports"]["pergroup"]
     total = 0
-    for b in report["blend"]:
-        samples = _wds_samples(_tars(root / b["path"]))
-        assert {s["json"]["group"] for s in samples} == {b["group"]}
-        assert len(samples) == report["groups"][b["group"]]["achieved"]["samples"]
+    for b in report.blend:
+        samples = _wds_samples(_tars(root / b.path))
+        assert {s["json"]["group"] for s in samples} == {b.group}
+        assert len(samples) == report.groups[b.group].achieved["samples"]
         total += len(samples)
-    assert total == report["totals"]["samples"]
+    assert total == report.totals["samples"]
 
 
 def test_keys_are_unique_across_per_group_folders_when_groups_overlap(mixed):
     root, report = _mixcorpus.mix_extra("overlap")
     keys = [s["__key__"] for s in _wds_samples(sorted(glob.glob(str(root / "*" / "*.tar"))))]
-    assert len(keys) == report["totals"]["samples"]
+    assert len(keys) == report.totals["samples"]
     assert len(set(keys)) == len(keys)
 
 
@@ -110,7 +110,7 @@ def test_wids_loads_every_sample_by_index(mixed, tmp_path):
     root = mixed["premixed"]
     ds = wids.ShardListDataset(str(root / "train.wids.json"), cache_dir=str(tmp_path))
     expected = _wds_samples(_tars(root))
-    assert len(ds) == len(expected) == mixed["reports"]["premixed"]["totals"]["samples"]
+    assert len(ds) == len(expected) == mixed["reports"]["premixed"].totals["samples"]
     for i in range(len(ds)):
         s = ds[i]
         assert s["__key__"] == expected[i]["__key__"]  # index i is the i-th sample in shard order
@@ -125,10 +125,10 @@ def test_wids_per_group_indexes(mixed, tmp_path):
     import wids
 
     root, report = mixed["pergroup"], mixed["reports"]["pergroup"]
-    for b in report["blend"]:
-        ds = wids.ShardListDataset(str(root / b["path"] / "train.wids.json"), cache_dir=str(tmp_path / b["path"]))
-        assert len(ds) == report["groups"][b["group"]]["achieved"]["samples"]
-        assert {ds[i][".json"]["group"] for i in range(len(ds))} == {b["group"]}
+    for b in report.blend:
+        ds = wids.ShardListDataset(str(root / b.path / "train.wids.json"), cache_dir=str(tmp_path / b.path))
+        assert len(ds) == report.groups[b.group].achieved["samples"]
+        assert {ds[i][".json"]["group"] for i in range(len(ds))} == {b.group}
 
 
 # --------------------------------------------------------------------------- Hugging Face datasets
@@ -162,7 +162,7 @@ def test_hf_datasets_loads_premixed_shards_through_the_card(mixed, hf_offline):
     assert [c["config_name"] for c in meta["configs"]] == ["default"]
     ds = load_dataset(str(root), split="train", cache_dir=hf_offline)
     expected = {s["__key__"]: s for s in _wds_samples(_tars(root))}
-    assert ds.num_rows == len(expected) == report["totals"]["samples"]
+    assert ds.num_rows == len(expected) == report.totals["samples"]
     # one fixed set of fields: every member suffix of the stage, absent ones None
     assert {"json", "txt", "jpg", "png", "img0.jpg", "img1.jpg", "mp4", "wav"} <= set(ds.column_names)
     for row in ds:
@@ -185,11 +185,11 @@ def test_hf_datasets_one_config_per_group(mixed, hf_offline):
 
     root, report = mixed["pergroup"], mixed["reports"]["pergroup"]
     write_hf_card(root)
-    assert sorted(get_dataset_config_names(str(root))) == sorted(b["path"] for b in report["blend"])
-    for b in report["blend"]:
-        ds = load_dataset(str(root), b["path"], split="train", cache_dir=hf_offline)
-        assert ds.num_rows == report["groups"][b["group"]]["achieved"]["samples"]
-        assert {r["group"] for r in ds["json"]} == {b["group"]}
+    assert sorted(get_dataset_config_names(str(root))) == sorted(b.path for b in report.blend)
+    for b in report.blend:
+        ds = load_dataset(str(root), b.path, split="train", cache_dir=hf_offline)
+        assert ds.num_rows == report.groups[b.group].achieved["samples"]
+        assert {r["group"] for r in ds["json"]} == {b.group}
 
 
 # --------------------------------------------------------------------------- Megatron-Energon
@@ -226,8 +226,8 @@ def test_energon_prepare_and_blend_reproduce_the_per_group_mix(mixed):
 
     root, report = mixed["pergroup"], mixed["reports"]["pergroup"]
     out = export_energon(root)
-    for b in report["blend"]:
-        meta = root / b["path"] / ".nv-meta"
+    for b in report.blend:
+        meta = root / b.path / ".nv-meta"
         assert (meta / "index.sqlite").is_file()  # written by `energon prepare`, not by us
         assert yaml.safe_load((meta / "dataset.yaml").read_text())["__class__"] == "CrudeWebdataset"
     assert sorted(Path(p).name for p in out["metadatasets"]) == ["energon.yaml", "energon_epochized.yaml"]
@@ -236,16 +236,16 @@ def test_energon_prepare_and_blend_reproduce_the_per_group_mix(mixed):
     blend = yaml.safe_load((root / "energon.yaml").read_text())["splits"]["train"]["blend"]
     weights = {e["subflavors"]["group"]: e["weight"] for e in blend}
     assert math.isclose(sum(weights.values()), 1.0, abs_tol=1e-6)
-    groups = report["groups"]
+    groups = report.groups
     for unit in ("samples", "tokens", "seconds", "text_tokens", "image_tokens"):
-        mean_cost = {g: groups[g]["achieved"][unit] / groups[g]["achieved"]["samples"] for g in weights}
+        mean_cost = {g: groups[g].achieved[unit] / groups[g].achieved["samples"] for g in weights}
         norm = sum(weights[g] * mean_cost[g] for g in weights)
-        total = sum(groups[g]["achieved"][unit] for g in weights)
+        total = sum(groups[g].achieved[unit] for g in weights)
         for g in weights:
-            assert math.isclose(weights[g] * mean_cost[g] / norm, groups[g]["achieved"][unit] / total, abs_tol=1e-6), (g, unit)
+            assert math.isclose(weights[g] * mean_cost[g] / norm, groups[g].achieved[unit] / total, abs_tol=1e-6), (g, unit)
 
     # one epoch of the epochized blend = exactly the stage's samples, every group, decoded
-    expected = {b["group"]: {s["__key__"] for s in _wds_samples(_tars(root / b["path"]))} for b in report["blend"]}
+    expected = {b.group: {s["__key__"] for s in _wds_samples(_tars(root / b.path))} for b in report.blend}
     seen: dict[str, list[str]] = {g: [] for g in expected}
     for s in _energon_iter(root / "energon_epochized.yaml", repeat=False):
         g = s.record["group"]
@@ -275,7 +275,7 @@ def test_energon_loads_premixed_shards(mixed):
         assert s.__subflavors__["stage"] == "premixed"
         _check_energon_sample(s)
     assert sorted(keys) == sorted(s["__key__"] for s in _wds_samples(_tars(root)))
-    assert len(keys) == report["totals"]["samples"]
+    assert len(keys) == report.totals["samples"]
 
 
 def test_curate_loaders_cli_writes_the_card(mixed, tmp_path):
@@ -288,5 +288,5 @@ def test_curate_loaders_cli_writes_the_card(mixed, tmp_path):
     r = runner.invoke(app, ["loaders", str(root), "--no-energon"])
     assert r.exit_code == 0, r.output
     meta = yaml.safe_load((root / "README.md").read_text().split("---")[1])
-    assert sorted(c["config_name"] for c in meta["configs"]) == sorted(b["path"] for b in mixed["reports"]["pergroup"]["blend"])
+    assert sorted(c["config_name"] for c in meta["configs"]) == sorted(b.path for b in mixed["reports"]["pergroup"].blend)
     assert runner.invoke(app, ["loaders", str(tmp_path)]).exit_code == 1

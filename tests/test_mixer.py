@@ -15,6 +15,7 @@ import yaml
 from curate.demo.synth import make_image
 from mixtures.config import load_mixture
 from mixtures.mixer import MixError, mix_stage
+from mixtures.report_model import MixReport
 from schemas.config_file import ConfigError
 from schemas.record import new_media, new_record, to_table
 
@@ -102,36 +103,39 @@ def load(tmp_path: Path, mix: dict | None = None):
 
 def test_samples_ratios_hold_over_the_stage_and_every_shard(ray_local, curated, tmp_path):
     rep = mix_stage(load(tmp_path), "samples", curated, tmp_path / "s")
-    got = {g: r["achieved"]["samples"] for g, r in rep["groups"].items()}
+    got = {g: r.achieved["samples"] for g, r in rep.groups.items()}
     assert got == {"caption": 500, "t2i": 300, "text": 200}
-    assert rep["shortfalls"] == []
-    assert rep["shards"] == 5 and rep["within_tolerance"]
-    assert all(p["max_abs_drift"] <= 0.05 for p in rep["prefix_drift"])
+    assert rep.shortfalls == []
+    assert rep.shards == 5 and rep.within_tolerance
+    assert all(p.max_abs_drift <= 0.05 for p in rep.prefix_drift)
     # text has 40 rows: 200 samples is exactly 5 epochs, the cap
-    assert rep["groups"]["text"]["sources"]["text"]["repeat_factor"] == 5.0
+    assert rep.groups["text"].sources["text"].repeat_factor == 5.0
+    # report.json is the returned report, and reads back to it
+    doc = json.loads((tmp_path / "s" / "report.json").read_text())
+    assert doc == rep.to_json() and MixReport.from_json(doc) == rep
 
 
 def test_cap_and_strict(ray_local, curated, tmp_path):
     mix = json.loads(json.dumps(MIX))
     mix["stages"][0]["max_repeat"] = 2  # text: 40 rows x 2 = 80 < 200 wanted
     rep = mix_stage(load(tmp_path, mix), "samples", curated, tmp_path / "s")
-    (short,) = rep["shortfalls"]
-    assert short["group"] == "text" and short["target"] == 200 and short["planned"] == 80
-    assert rep["groups"]["text"]["achieved"]["samples"] == 80
-    assert sum(r["achieved"]["samples"] for r in rep["groups"].values()) == 1000  # redistributed
+    (short,) = rep.shortfalls
+    assert short.group == "text" and short.target == 200 and short.planned == 80
+    assert rep.groups["text"].achieved["samples"] == 80
+    assert sum(r.achieved["samples"] for r in rep.groups.values()) == 1000  # redistributed
     mix["stages"][0]["strict"] = True
     with pytest.raises(MixError, match=r"text: target 200 samples, at most 80"):
         mix_stage(load(tmp_path, mix), "samples", curated, tmp_path / "s2")
     mix["stages"][0].update(strict=False, shortfall="shrink")
     rep = mix_stage(load(tmp_path, mix), "samples", curated, tmp_path / "s3")
-    assert sum(r["achieved"]["samples"] for r in rep["groups"].values()) == 880
+    assert sum(r.achieved["samples"] for r in rep.groups.values()) == 880
 
 
 def test_token_ratios_within_one_percent(ray_local, curated, tmp_path):
     rep = mix_stage(load(tmp_path), "tokens", curated, tmp_path / "t")
-    shares = {g: r["achieved_share"] for g, r in rep["groups"].items()}
+    shares = {g: r.achieved_share for g, r in rep.groups.items()}
     assert abs(shares["img"] - 0.75) < 0.01 and abs(shares["text"] - 0.25) < 0.01
-    assert abs(rep["totals"]["tokens"] - 200000) / 200000 < 0.01
+    assert abs(rep.totals["tokens"] - 200000) / 200000 < 0.01
 
 
 def test_temperature_flattens_sources(ray_local, curated, tmp_path):
@@ -140,12 +144,12 @@ def test_temperature_flattens_sources(ray_local, curated, tmp_path):
     stage["groups"] = [{"name": "caption", "weight": 1, "buckets": ["understanding"], "where": {"source": ["big", "small"]}}]
     stage["budget"] = 440
     rep = mix_stage(load(tmp_path, mix), "samples", curated, tmp_path / "a")
-    src = rep["groups"]["caption"]["sources"]
-    assert (src["big"]["samples"], src["small"]["samples"]) == (400, 40)  # T=1: proportional
+    src = rep.groups["caption"].sources
+    assert (src["big"].samples, src["small"].samples) == (400, 40)  # T=1: proportional
     stage["temperature"] = 1000.0
     rep = mix_stage(load(tmp_path, mix), "samples", curated, tmp_path / "b")
-    src = rep["groups"]["caption"]["sources"]
-    assert (src["big"]["samples"], src["small"]["samples"]) == (220, 220)  # T large: uniform
+    src = rep.groups["caption"].sources
+    assert (src["big"].samples, src["small"].samples) == (220, 220)  # T large: uniform
 
 
 def test_rerun_is_byte_identical_and_resumes(ray_local, curated, tmp_path):
@@ -176,7 +180,7 @@ def test_selection_is_stable_when_a_source_is_added(ray_local, curated, tmp_path
     a = mix_stage(load(tmp_path, mix), "samples", curated, tmp_path / "a")
     stage["groups"][1]["where"]["source"] = ["small", "gen"]
     b = mix_stage(load(tmp_path, mix), "samples", curated, tmp_path / "b")
-    assert b["groups"]["caption"]["achieved"]["samples"] == 150
+    assert b.groups["caption"].achieved["samples"] == 150
 
     def ids(folder: Path, group: str) -> set[str]:
         out = set()
@@ -186,7 +190,7 @@ def test_selection_is_stable_when_a_source_is_added(ray_local, curated, tmp_path
                     out.add(s["json"]["id"])
         return out
 
-    assert a["groups"]["caption"]["achieved"]["samples"] == 150
+    assert a.groups["caption"].achieved["samples"] == 150
     assert ids(tmp_path / "a", "caption") == ids(tmp_path / "b", "caption")
 
 
@@ -216,7 +220,7 @@ def test_shards_are_valid_webdataset(ray_local, curated, tmp_path):
     index = json.loads((tmp_path / "s" / "train.wids.json").read_text())
     assert index["__kind__"] == "wids-shard-index-v1"
     assert sum(s["nsamples"] for s in index["shardlist"]) == 1000
-    assert rep["input_fingerprint"]
+    assert rep.input_fingerprint
 
 
 def test_schedule_changes_weights_late_in_the_stage(ray_local, curated, tmp_path):
@@ -231,7 +235,7 @@ def test_schedule_changes_weights_late_in_the_stage(ray_local, curated, tmp_path
     last = json.loads((tmp_path / "s" / "train-000004.stats.json").read_text())
     first = json.loads((tmp_path / "s" / "train-000000.stats.json").read_text())
     assert first["by_group"]["caption"]["samples"] == 160 and last["by_group"]["t2i"]["samples"] == 160
-    assert rep["within_tolerance"]
+    assert rep.within_tolerance
 
 
 def test_bad_mixture_names_file_and_key(tmp_path):
@@ -276,11 +280,13 @@ def test_text_first_share_is_drawn_per_sample_and_stable(ray_local, curated, tmp
     mix = json.loads(json.dumps(MIX))
     mix["stages"][0]["groups"][0]["text_first"] = 0.8  # Transfusion: caption before image 80% of the time
     rep = mix_stage(load(tmp_path, mix), "samples", curated, tmp_path / "a")
-    assert abs(rep["groups"]["caption"]["text_first_share"] - 0.8) < 0.05
-    assert "text_first_share" not in rep["groups"]["t2i"]
+    assert abs(rep.groups["caption"].text_first_share - 0.8) < 0.05
+    assert rep.groups["t2i"].text_first_share is None
+    doc = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert "text_first_share" in doc["groups"]["caption"] and "text_first_share" not in doc["groups"]["t2i"]
     samples = list(wds.WebDataset(sorted(str(t) for t in (tmp_path / "a").glob("*.tar")), shardshuffle=False).decode())
     flags = [s["json"]["text_first"] for s in samples if s["json"]["group"] == "caption"]
-    assert len(flags) == 500 and sum(flags) == round(rep["groups"]["caption"]["text_first_share"] * 500)
+    assert len(flags) == 500 and sum(flags) == round(rep.groups["caption"].text_first_share * 500)
     assert all("text_first" not in s["json"] for s in samples if s["json"]["group"] != "caption")
     again = mix_stage(load(tmp_path, mix), "samples", curated, tmp_path / "b")
-    assert again["groups"]["caption"]["text_first_share"] == rep["groups"]["caption"]["text_first_share"]
+    assert again.groups["caption"].text_first_share == rep.groups["caption"].text_first_share

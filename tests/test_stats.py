@@ -45,28 +45,28 @@ def test_tables_are_the_reports_numbers(mixed, tmp_path):
     root, report = mixed["premixed"], mixed["reports"]["premixed"]
     doc = run_stats(root, sample_shards=3, output=tmp_path / "out")
     assert doc["consistent_with_report"] == {"groups_match_report": True, "shards_match_report": True, "samples_match_report": True}
-    assert doc["unit"] == report["unit"] == "tokens" and doc["shard_count"] == report["shards"]
+    assert doc["unit"] == report.unit == "tokens" and doc["shard_count"] == report.shards
     for k in COST_KEYS:
-        assert math.isclose(doc["totals"][k], report["totals"][k], abs_tol=1e-6)
-    assert sorted(doc["groups"]) == sorted(report["groups"])
-    for g, r in report["groups"].items():
+        assert math.isclose(doc["totals"][k], report.totals[k], abs_tol=1e-6)
+    assert sorted(doc["groups"]) == sorted(report.groups)
+    for g, r in report.groups.items():
         d = doc["groups"][g]
         for k in COST_KEYS:
-            assert math.isclose(d["achieved"][k], r["achieved"][k], abs_tol=1e-6), (g, k)
-        assert math.isclose(d["achieved_share"], r["achieved_share"], abs_tol=1e-9)
-        assert d["target_share"] == r["target_share"] and d["planned_share"] == r["planned_share"]
-    assert [s["drift"] for s in doc["shards"]] == [d["max_abs_drift"] for d in report["shard_drift"]]
-    assert doc["max_shard_drift"] == report["max_shard_drift"]
-    assert doc["prefix_drift"] == report["prefix_drift"]
-    assert sum(doc["by_layout"].values()) == report["totals"]["samples"]
+            assert math.isclose(d["achieved"][k], r.achieved[k], abs_tol=1e-6), (g, k)
+        assert math.isclose(d["achieved_share"], r.achieved_share, abs_tol=1e-9)
+        assert d["target_share"] == r.target_share and d["planned_share"] == r.planned_share
+    assert [s["drift"] for s in doc["shards"]] == [d.max_abs_drift for d in report.shard_drift]
+    assert doc["max_shard_drift"] == report.max_shard_drift
+    assert doc["prefix_drift"] == report.to_json()["prefix_drift"]
+    assert sum(doc["by_layout"].values()) == report.totals["samples"]
 
     text = _rendered(doc)
-    for g, r in report["groups"].items():
+    for g, r in report.groups.items():
         cells = _row(text, g)
-        assert cells[1:4] == [f"{100 * r[k]:.1f}" for k in ("target_share", "planned_share", "achieved_share")], (g, cells)
-    for s, d in zip(doc["shards"], report["shard_drift"], strict=True):
+        assert cells[1:4] == [f"{100 * v:.1f}" for v in (r.target_share, r.planned_share, r.achieved_share)], (g, cells)
+    for s, d in zip(doc["shards"], report.shard_drift, strict=True):
         cells = _row(text, s["shard"])
-        assert cells[1] == str(s["samples"]) and cells[3] == f"{d['max_abs_drift']:.3f}"
+        assert cells[1] == str(s["samples"]) and cells[3] == f"{d.max_abs_drift:.3f}"
     assert _row(text, "image-text")[1] == str(doc["by_layout"]["image-text"])
 
 
@@ -75,11 +75,11 @@ def test_per_group_stats(mixed, tmp_path):
     doc = run_stats(root, sample_shards=10, output=tmp_path / "out")
     assert doc["mode"] == "per_group" and all("drift" not in s for s in doc["shards"])
     assert all(doc["consistent_with_report"].values())
-    for g, r in report["groups"].items():
-        assert doc["groups"][g]["achieved"]["samples"] == r["achieved"]["samples"]
+    for g, r in report.groups.items():
+        assert doc["groups"][g]["achieved"]["samples"] == r.achieved["samples"]
         assert doc["groups"][g]["shards"] == len(list((root / g).glob("*.tar")))
     # the sample is spread over the group folders: every group is in the distributions
-    assert set(doc["distributions"]["by_group"]) == set(report["groups"])
+    assert set(doc["distributions"]["by_group"]) == set(report.groups)
     assert "per-group shards" in _rendered(doc)
 
 
@@ -99,7 +99,7 @@ def test_json_output_parses(mixed, tmp_path):
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert doc["kind"] == "shards" and len(doc["sampled_shards"]) == 2
-    assert set(doc["groups"]) == set(mixed["reports"]["premixed"]["groups"])
+    assert set(doc["groups"]) == set(mixed["reports"]["premixed"].groups)
     assert Path(doc["html"]).is_file()
     r = runner.invoke(app, ["stats", str(root), "--no-plots", "--sample-shards", "1"])
     assert r.exit_code == 0, r.output

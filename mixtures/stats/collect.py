@@ -11,21 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from mixtures.pool import COST_KEYS
+from mixtures.report_model import MixReport, read_report
 from mixtures.shards import ShardStats
 from mixtures.shares import achieved_by_group, drift, expected_shares, prefix_drift
-from mixtures.stats.model import (
-    BlendEntry,
-    CuratedReport,
-    GroupStats,
-    PrefixDrift,
-    ShardRow,
-    ShardsReport,
-    Shortfall,
-    StatsReport,
-    from_fields,
-)
+from mixtures.stats.model import CuratedReport, GroupStats, ShardRow, ShardsReport, StatsReport
 from mixtures.stats.sampling import Sampled, pick_shards, read_shard_samples, tar_of
-from mixtures.target_table import max_repeat
 
 __all__ = ["collect_report", "detect"]
 
@@ -62,50 +52,50 @@ def collect_report(path: str | Path, *, sample_shards: int = 8, seed: int = 0, t
 # --------------------------------------------------------------------------- shard folder
 
 
-def _planned_phase_shares(report: dict[str, Any] | None) -> tuple[list[dict[str, float]], bool]:
+def _planned_phase_shares(report: MixReport | None) -> tuple[list[dict[str, float]], bool]:
     """Planned share of every group in each schedule phase (after caps and redistribution), which
     is what the mixer measures drift against; and whether it is exact. Older reports carry only
     the phases' target shares: exact for a one-phase stage (the groups' planned shares), else the
     targets stand in."""
-    if not report or not report.get("phases"):
+    if not report or not report.phases:
         return [], False
-    phases = report["phases"]
-    if all("planned_shares" in p for p in phases):
-        return [p["planned_shares"] for p in phases], True
+    phases = report.phases
+    if all(p.planned_shares is not None for p in phases):
+        return [p.planned_shares for p in phases], True
     if len(phases) == 1:
-        return [{g: r.get("planned_share", 0.0) for g, r in report.get("groups", {}).items()}], True
-    return [p["shares"] for p in phases], False
+        return [{g: r.planned_share for g, r in report.groups.items()}], True
+    return [p.shares for p in phases], False
 
 
-def _groups(stats: list[ShardStats], report: dict[str, Any], unit: str, totals: dict[str, float]) -> dict[str, GroupStats]:
+def _groups(stats: list[ShardStats], report: MixReport | None, unit: str, totals: dict[str, float]) -> dict[str, GroupStats]:
     """The report's groups, then any group only the shards hold; achieved amounts from the shards."""
     achieved = achieved_by_group(stats)
-    rgroups = report.get("groups", {})
-    missing = {s["group"]: s["missing"] for s in report.get("shortfalls", [])}
+    rgroups = report.groups if report else {}
+    missing = {s.group: s.missing for s in report.shortfalls} if report else {}
     shards_with: Counter[str] = Counter(g for s in stats for g in s.by_group)
     groups = {}
     for g in list(rgroups) + [g for g in sorted(achieved) if g not in rgroups]:
         a = {k: float(achieved.get(g, {}).get(k, 0.0)) for k in COST_KEYS}
-        r = rgroups.get(g, {})
+        r = rgroups.get(g)
         groups[g] = GroupStats(
-            target=r.get("target"),
-            target_share=r.get("target_share"),
-            planned=r.get("planned"),
-            planned_share=r.get("planned_share"),
+            target=r.target if r else None,
+            target_share=r.target_share if r else None,
+            planned=r.planned if r else None,
+            planned_share=r.planned_share if r else None,
             achieved=a,
             achieved_share=a[unit] / totals[unit] if totals[unit] else 0.0,
             shares={k: (a[k] / totals[k] if totals[k] else 0.0) for k in COST_KEYS},
-            max_repeat_factor=max_repeat(r.get("sources", {})),
+            max_repeat_factor=r.max_repeat_factor if r else None,
             missing=missing.get(g, 0.0),
             shards=shards_with[g],
         )
     return groups
 
 
-def _shard_rows(root: Path, files: list[Path], stats: list[ShardStats], report: dict[str, Any], phases: list[dict[str, float]] | None, unit: str) -> list[ShardRow]:
+def _shard_rows(root: Path, files: list[Path], stats: list[ShardStats], report: MixReport | None, phases: list[dict[str, float]] | None, unit: str) -> list[ShardRow]:
     """One row per shard; with ``phases`` (pre-mixed) its planned shares and drift (the report's
     where it has the shard)."""
-    report_drift = {d["shard"]: d["max_abs_drift"] for d in report.get("shard_drift", [])}
+    report_drift = {d.shard: d.max_abs_drift for d in report.shard_drift} if report else {}
     rows = []
     for f, s in zip(files, stats, strict=True):
         rel = tar_of(f).relative_to(root).as_posix()
@@ -118,24 +108,23 @@ def _shard_rows(root: Path, files: list[Path], stats: list[ShardStats], report: 
     return rows
 
 
-def _consistency(groups: dict[str, GroupStats], stats: list[ShardStats], report: dict[str, Any], totals: dict[str, float]) -> dict[str, bool]:
-    diffs = [abs(groups[g].achieved[k] - float(r["achieved"].get(k, 0.0))) for g, r in report["groups"].items() for k in COST_KEYS]
+def _consistency(groups: dict[str, GroupStats], stats: list[ShardStats], report: MixReport, totals: dict[str, float]) -> dict[str, bool]:
+    diffs = [abs(groups[g].achieved[k] - float(r.achieved.get(k, 0.0))) for g, r in report.groups.items() for k in COST_KEYS]
     return {
         "groups_match_report": max(diffs, default=0.0) < 1e-6,
-        "shards_match_report": len(stats) == report.get("shards"),
-        "samples_match_report": abs(totals["samples"] - report["totals"]["samples"]) < 1e-6,
+        "shards_match_report": len(stats) == report.shards,
+        "samples_match_report": abs(totals["samples"] - report.totals["samples"]) < 1e-6,
     }
 
 
 def _collect_shards(root: Path, *, sample_shards: int, seed: int, thumbs: int) -> tuple[ShardsReport, Sampled]:
-    has_report = (root / "report.json").is_file()
-    report: dict[str, Any] = json.loads((root / "report.json").read_text()) if has_report else {}
+    report = read_report(root)
     files = _stats_files(root)
     if not files:
         raise FileNotFoundError(f"{root}: no <shard>.stats.json files")
     stats = [ShardStats.from_json(json.loads(f.read_text())) for f in files]
-    unit = report["unit"] if report else stats[0].unit
-    mode = report.get("mode") or ("per_group" if any(f.parent != root for f in files) else "premixed")
+    unit = report.unit if report else stats[0].unit
+    mode = (report.mode if report else None) or ("per_group" if any(f.parent != root for f in files) else "premixed")
     phases, phases_exact = _planned_phase_shares(report)
     mixed = mode == "premixed" and bool(phases)
     totals = {k: sum(a.get(k, 0.0) for a in achieved_by_group(stats).values()) for k in COST_KEYS}
@@ -147,29 +136,29 @@ def _collect_shards(root: Path, *, sample_shards: int, seed: int, thumbs: int) -
             by[k].update(getattr(s, k))
     sampled = Sampled(thumbs)
     read = read_shard_samples(root, pick_shards(files, sample_shards, seed), sampled)
-    drifts = (report.get("prefix_drift") or prefix_drift(stats, phases, unit)) if mixed else []
+    drifts = ((report.prefix_drift if report else None) or prefix_drift(stats, phases, unit)) if mixed else []
     out = ShardsReport(
         path=str(root),
-        stage=report.get("stage", stats[0].stage or None),
-        mixture=report.get("mixture"),
+        stage=report.stage if report else stats[0].stage or None,
+        mixture=report.mixture if report else None,
         unit=unit,
         mode=mode,
-        budget=report.get("budget"),
-        tolerance=report.get("tolerance"),
+        budget=report.budget if report else None,
+        tolerance=report.tolerance if report else None,
         shard_count=len(stats),
         totals=totals,
         bytes=sum(s.bytes for s in stats),
         skipped=sum(len(s.skipped) for s in stats),
         groups=groups,
-        shortfalls=[from_fields(Shortfall, s) for s in report.get("shortfalls", [])],
-        blend=[from_fields(BlendEntry, b) for b in report.get("blend", [])],
-        phases=report.get("phases", []),
+        shortfalls=list(report.shortfalls) if report else [],
+        blend=list(report.blend) if report else [],
+        phases=[p.to_json() for p in report.phases] if report else [],
         shards=shards,
         max_shard_drift=max((r.drift for r in shards if r.drift is not None), default=None),
-        prefix_drift=[from_fields(PrefixDrift, p) for p in drifts],
+        prefix_drift=list(drifts),
         expected_shares_exact=phases_exact if mixed else None,
         **{k: dict(sorted(v.items())) for k, v in by.items()},
-        consistent_with_report=_consistency(groups, stats, report, totals) if has_report else None,
+        consistent_with_report=_consistency(groups, stats, report, totals) if report else None,
         sampled_shards=read,
         distributions=sampled.summary(),
     )

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal, TypeVar
 
 from mixtures.pool import COST_KEYS
+from mixtures.report_model import BlendEntry, PrefixDrift, Shortfall
 from mixtures.target_table import TargetRow
 
 __all__ = [
@@ -138,33 +139,6 @@ class ShardRow:
     sha256: str | None
     expected: dict[str, float] | None = field(default=None, metadata=_OMIT_NONE)
     drift: float | None = field(default=None, metadata=_OMIT_NONE)
-
-
-@dataclass(frozen=True)
-class Shortfall:
-    group: str
-    target: float
-    planned: float
-    missing: float
-    capacity: float | None = None
-    reason: str = ""
-
-
-@dataclass(frozen=True)
-class BlendEntry:
-    """A group folder of a per-group mix and the weight a loader draws it with."""
-
-    group: str
-    path: str
-    samples: int
-    amount: float
-    weight: float
-
-
-@dataclass(frozen=True)
-class PrefixDrift:
-    shards: int  # the first n shards
-    max_abs_drift: float
 
 
 @dataclass
