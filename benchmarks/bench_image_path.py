@@ -71,6 +71,7 @@ def run_loop(folder: Path, out: Path) -> dict:
 
     from curate.config import load_pipeline
     from curate.ingest import finalize_record
+    from operators.base import GlobalOperator
     from schemas.record import to_table
 
     cfg_path = out / "pipe.yaml"
@@ -81,10 +82,11 @@ def run_loop(folder: Path, out: Path) -> dict:
     rows = []
     for ordinal, unit in enumerate(reader.plan()):
         for i, rec in enumerate(reader.read(unit["payload"])):
-            rows.append(finalize_record(rec, unit=unit["unit"], ordinal=ordinal, row=i, reader=reader.name))
+            confinement = reader.confinement_for(unit["payload"])
+            rows.append(finalize_record(rec, unit=unit["unit"], ordinal=ordinal, row=i, reader=reader.name, confinement=confinement))
     table = to_table(rows)
     for op in ops:
-        table = op.apply(table, op.decide(op.summarize(table))) if op.kind == "global" else op(table)
+        table = op.apply(table, op.decide(op.summarize(table))) if isinstance(op, GlobalOperator) else op(table)
     pq.write_table(table, out / "loop.parquet")
     return {"seconds": time.perf_counter() - t0, "rows": table.num_rows}
 

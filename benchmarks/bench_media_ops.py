@@ -70,13 +70,14 @@ def make_images(n: int) -> list[Path]:
 
 def rows_for(paths: list[Path], modality: str) -> list[dict[str, Any]]:
     from curate.ingest import finalize_record
+    from operators.confine import Confinement
     from schemas.record import new_media, new_record
 
     rows = []
     for i, p in enumerate(paths):
         rec = new_record(source="bench", locator=str(p), layout=f"{modality}-text", caption="x",
                          modalities=[modality, "text"], media=[new_media(modality, str(p))])  # fmt: skip
-        rows.append(finalize_record(rec, unit="bench", ordinal=0, row=i, reader="bench"))
+        rows.append(finalize_record(rec, unit="bench", ordinal=0, row=i, reader="bench", confinement=Confinement([str(p.parent)])))
     return rows
 
 

@@ -16,6 +16,7 @@ from curate.demo import synth
 from curate.demo.media import Segment, segment_video
 from curate.ingest import finalize_record
 from operators.base import OperatorError, StageContext
+from operators.confine import Confinement
 from operators.registry import OPERATORS
 from operators.video.frames import VideoFrames
 from schemas.enums import ReasonCode, Status
@@ -33,7 +34,7 @@ def video_row(path: Path | str, i: int = 0, **media: Any) -> dict[str, Any]:
         caption="c",
         media=[new_media("video", str(path), **media)],
     )
-    return finalize_record(rec, unit="u", ordinal=0, row=i, reader="t")
+    return finalize_record(rec, unit="u", ordinal=0, row=i, reader="t", confinement=Confinement([str(Path(path).resolve().parent)]))
 
 
 def run(rows: list[dict[str, Any]], art: Path | None, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ from curate.demo import synth
 from curate.demo.media import Segment, segment_video
 from curate.ingest import finalize_record
 from operators.base import StageContext
+from operators.confine import Confinement
 from operators.registry import OPERATORS
 from operators.video.frames import VideoFrames
 from operators.video.quality import VideoQuality
@@ -22,7 +23,7 @@ from schemas.record import from_table, new_media, new_record, to_table
 
 def video_row(path: Path | str, i: int = 0) -> dict[str, Any]:
     rec = new_record(source="t", locator=str(path), layout="video", media=[new_media("video", str(path))])
-    return finalize_record(rec, unit="u", ordinal=0, row=i, reader="t")
+    return finalize_record(rec, unit="u", ordinal=0, row=i, reader="t", confinement=Confinement([str(Path(path).resolve().parent)]))
 
 
 def scores(path: Path, params: dict[str, Any] | None = None) -> dict[str, float]:
