@@ -34,8 +34,10 @@ def test_demo_accounts_for_every_planted_input(ray_local, tmp_path):
     bad_lines = [r for r in rejected if r["status_reason"] == "bad_manifest_row"]
     assert len(bad_lines) == totals["malformed_lines"]
 
-    # every bucket is fed, and a sample can feed several
-    assert set(summary["by_bucket"]) == {"understanding", "generation", "interaction", "preference"}
+    # every bucket is fed, and a sample can feed several; rows no rule matches (uncaptioned media)
+    # are kept, unassigned, for later captioning: the example drops nothing for want of a route
+    assert set(summary["by_bucket"]) == {"understanding", "generation", "interaction", "preference", "unassigned"}
+    assert "route" not in summary["dropped"]
     samples = pads.dataset(tmp_path / "run" / "samples", partitioning="hive")
     assert samples.count_rows() == sum(summary["by_bucket"].values())
     ids = samples.to_table(columns=["id"])["id"].to_pylist()
