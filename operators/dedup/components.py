@@ -9,9 +9,9 @@ memory would need a distributed label propagation over edge files instead (the e
 already partitioned).
 
 The survivor of a group is the best row by the policy number (``primary``, higher wins: the
-ranking ``dedup_exact`` uses), then ingest order (``seq``), then id. Each duplicate's score and
-detail come from its edge to the survivor when there is one, else from its closest edge (``via
-<locator>``)."""
+ranking ``dedup_exact`` uses), then a row with text (``has_text``, set only under ``prefer_text``),
+then ingest order (``seq``), then id. Each duplicate's score and detail come from its edge to
+the survivor when there is one, else from its closest edge (``via <locator>``)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from operators.dedup.decisions import decision_table
 __all__ = ["EDGE_COLUMNS", "group_edges"]
 
 #: the columns ``group_edges`` reads: both ends' id, policy number, ingest order, locator and file
+#: (and ``{side}_has_text`` when present: a row with text survives before one without)
 EDGE_COLUMNS = ("a", "b", "score", "detail") + tuple(
     f"{side}_{what}" for side in "ab" for what in ("primary", "seq", "locator", "file")
 )
@@ -44,7 +45,8 @@ def group_edges(edges: pa.Table, *, higher_is_closer: bool, score_name: str) -> 
     primary = nodes["primary"].to_numpy(zero_copy_only=False)
     seq = pc.fill_null(nodes["seq"], np.iinfo(np.int64).max).to_numpy()
     id_rank = np.argsort(np.argsort(np.array(ids.to_pylist(), dtype=object), kind="stable"), kind="stable")
-    order = np.lexsort((id_rank, seq, -primary, labels))
+    textless = ~pc.fill_null(nodes["has_text"], False).to_numpy(zero_copy_only=False)
+    order = np.lexsort((id_rank, seq, textless, -primary, labels))
     first = np.ones(nv, dtype=bool)
     first[1:] = labels[order][1:] != labels[order][:-1]
     survivor_of_label = np.empty(groups, dtype=np.int64)
@@ -112,12 +114,15 @@ def _nodes(edges: pa.Table) -> pa.Table:
                 "seq": edges[f"{p}_seq"],
                 "locator": edges[f"{p}_locator"],
                 "file": edges[f"{p}_file"],
+                "has_text": edges[f"{p}_has_text"]
+                if f"{p}_has_text" in edges.column_names
+                else pa.nulls(edges.num_rows, pa.bool_()),
             }
         )
         for p in ("a", "b")
     ]
     g = pa.concat_tables(sides).group_by("id", use_threads=False).aggregate(
-        [("primary", "first"), ("seq", "first"), ("locator", "first"), ("file", "first")]
+        [("primary", "first"), ("seq", "first"), ("locator", "first"), ("file", "first"), ("has_text", "max")]
     )
-    g = g.select(["id", "primary_first", "seq_first", "locator_first", "file_first"])
-    return g.rename_columns(["id", "primary", "seq", "locator", "file"]).sort_by("id")
+    g = g.select(["id", "primary_first", "seq_first", "locator_first", "file_first", "has_text_max"])
+    return g.rename_columns(["id", "primary", "seq", "locator", "file", "has_text"]).sort_by("id")

@@ -24,12 +24,19 @@ How it runs on the engine's key-only map-reduce (``curate.global_phase``):
 3. ``combine(all edges)``: the hook run once after every partition is decided. Edges from all
    partitions are joined into duplicate groups by connected components, with one survivor per
    group by the policy that ``dedup_exact`` uses (first_seen, highest_resolution, longest,
-   best_score), then ingest order, then id (``operators.dedup.components``: memory bounded by
-   the number of duplicates, not by the corpus). ``report(partials, decisions)`` then gives the
+   best_score), then (``prefer_text``) a row with text before one without, then ingest order,
+   then id (``operators.dedup.components``: memory bounded by the number of duplicates, not by
+   the corpus). ``report(partials, decisions)`` then gives the
    thresholds and counts the engine writes to OUT/artifacts/<stage>/dedup.json.
 4. apply: duplicates get status ``duplicate``, the operator's reason, ``duplicate_of`` = the
    survivor's id and a detail naming the survivor and the distance or similarity (to the
    survivor itself where the two share an edge, else the edge that linked the row into the group).
+
+Texts are not absorbed here, unlike ``dedup_exact``: a near-duplicate is other media (a crop, a
+re-encode, another cut), so its caption need not describe the survivor, and key rows are repeated
+once per LSH key (up to ``max_keys``), so carrying texts would multiply what the map step moves.
+``prefer_text`` makes a captioned row the survivor whenever the policy ranks it equal, which keeps
+the captioned copy of a group (the texts of the others stay on their duplicate rows).
 
 Groups are transitive (a~b and b~c puts a, b and c in one group even when a and c are further
 apart than the threshold): that is the standard behaviour of corpus-scale dedup (NeMo Curator,
@@ -52,7 +59,7 @@ from pydantic import Field
 from operators.base import GlobalOperator
 from operators.dedup.components import group_edges
 from operators.dedup.decisions import DECISION_SCHEMA, apply_decisions, decision_table
-from operators.dedup.exact import ExactDedup, ExactDedupParams
+from operators.dedup.exact import ExactDedup, SurvivorPolicyParams, rows_with_text
 from operators.dedup.lsh import KeyLists, as_key, bucket_pairs, cap_key_matrix, cap_keys, first_shared_key
 from operators.errors import SkipSample
 from schemas.enums import ReasonCode, Status
@@ -82,10 +89,12 @@ PARTIAL_SCHEMA = pa.schema(
         pa.field("a_seq", pa.int64()),
         pa.field("a_locator", pa.string()),
         pa.field("a_file", pa.string()),
+        pa.field("a_has_text", pa.bool_()),  # for prefer_text (null: False)
         pa.field("b_primary", pa.float64()),
         pa.field("b_seq", pa.int64()),
         pa.field("b_locator", pa.string()),
         pa.field("b_file", pa.string()),
+        pa.field("b_has_text", pa.bool_()),
         pa.field("candidates", pa.int64()),  # counts: candidate pairs verified in the partition
     ]
 )
@@ -125,7 +134,7 @@ class Verified:
 Verifier = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, list[str] | None]]
 
 
-class NearDupParams(ExactDedupParams):
+class NearDupParams(SurvivorPolicyParams):
     """Survivor policy (as in dedup_exact) plus which rows take part."""
 
     layouts: list[str] | None = Field(
@@ -245,6 +254,7 @@ class NearDupOperator(GlobalOperator[NP]):
             "primary": pa.array(_numpy(self._primary(live)), pa.float64()).take(idx),
             "seq": live["seq"].take(idx),
             "locator": live["locator"].take(idx),
+            "has_text": pa.array(rows_with_text(live) & self.params.prefer_text, pa.bool_()).take(idx),
             "_keys": key_lists.take(idx),
             "_error_reason": pa.array([e.reason if e else None for e in errors], pa.string()).take(idx),
             "_error_detail": pa.array([e.detail if e else None for e in errors], pa.string()).take(idx),
@@ -374,6 +384,8 @@ def _partial(entry: str, t: pa.Table, left=None, right=None, **cols: Any) -> pa.
         cols[f"{prefix}_seq"] = t["seq"].take(idx)
         cols[f"{prefix}_locator"] = t["locator"].take(idx)
         cols[f"{prefix}_file"] = files.take(idx)
+        if "has_text" in t.column_names:
+            cols[f"{prefix}_has_text"] = t["has_text"].take(idx)
     if "score" in cols:
         cols["score"] = pa.array(np.asarray(cols["score"], dtype=np.float64))
     if cols.get("detail") is None:
