@@ -1,9 +1,9 @@
 """Shared fixtures: one local Ray for the whole session, shut down at the end.
 
 The test session moves itself into a private network namespace that has only a loopback
-interface (Linux, as root: CI and the dev machines). Ray's servers bind every interface they
-have, so inside it they listen on 127.0.0.1 only, and nothing a test starts is reachable from
-outside. Where that is not allowed the tests still run, with a warning.
+interface (Linux, as root: CI and the dev machines), so nothing a test starts is reachable from
+outside. Where that is not allowed the tests still run, with a warning; the session's Ray binds
+127.0.0.1 by itself either way (tests/test_runtime_network.py).
 """
 
 from __future__ import annotations
@@ -36,21 +36,20 @@ def _loopback_only_network() -> bool:
 
 LOOPBACK_ONLY = _loopback_only_network()
 if not LOOPBACK_ONLY:
-    warnings.warn("tests run in the host network namespace: Ray may listen on all interfaces", stacklevel=1)
+    warnings.warn("tests run in the host network namespace (a private loopback-only one is not allowed here)", stacklevel=1)
 
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """Start local Ray once (2 CPUs, small object store) and never leave it running."""
+    """Start local Ray once (2 CPUs, small object store) and never leave it running. It is
+    started the way `curate` starts it (``curate.runtime.start_local_ray``: loopback only, no
+    outside connection) and advertises one GPU, fake on a CPU machine, so stages that declare
+    ``num_gpus`` run here too (Ray only counts the resource)."""
     import ray
 
+    from curate.runtime import start_local_ray
+
     if not ray.is_initialized():
-        ray.init(
-            num_cpus=2,
-            object_store_memory=256 * 1024 * 1024,
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-        )
+        start_local_ray(num_cpus=2, object_store_mb=256, num_gpus=1)
     yield ray
     ray.shutdown()
