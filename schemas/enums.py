@@ -103,6 +103,8 @@ class ReasonCode(StrEnum):
     MISSING_VALUE = "missing_value"
     NO_MATCHING_ROUTE = "no_matching_route"
     EMPTY = "empty"
+    #: an interleaved document none of whose images could be read (missing, unreadable, not downloaded)
+    ALL_MEDIA_MISSING = "all_media_missing"
     # duplicate
     EXACT_DUPLICATE = "exact_duplicate"
     NEAR_DUPLICATE = "near_duplicate"

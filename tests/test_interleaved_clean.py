@@ -10,6 +10,7 @@ import pytest
 
 from curate.demo import synth
 from operators.ingest.html_docs import HtmlReader
+from operators.ingest.manifests import ObelicsReader
 from operators.probe import Probe
 from operators.registry import OPERATORS
 from operators.text.interleaved import InterleavedClean
@@ -30,7 +31,7 @@ def image(i: int) -> dict[str, Any]:
 
 def test_registered() -> None:
     assert OPERATORS["interleaved_clean"] is InterleavedClean
-    for key in ("num_images_kept", "images_dropped", "text_tokens", "image_text_ratio"):
+    for key in ("num_images_kept", "images_dropped", "images_missing", "text_tokens", "image_text_ratio"):
         assert InterleavedClean.writes[key]
 
 
@@ -119,3 +120,60 @@ def test_other_layouts_pass_untouched() -> None:
     row = new_record(source="t", locator="i", layout="image-text", media=[new_media("image", "icon.png")], caption="x")
     out = run([row])[0]
     assert out["media"][0]["uri"] == "icon.png" and out["scores"] == {}
+
+
+def test_documents_whose_images_are_all_missing_are_dropped(tmp_path: Path) -> None:
+    """OBELICS documents read and probed: one with every image missing, one with a single image left."""
+    synth.make_image(tmp_path / "img" / "here.jpg", 96, 96)
+    docs = [
+        {"texts": ["Intro", None, "Body", None], "images": [None, "img/gone1.jpg", None, "img/gone2.jpg"]},
+        {"texts": ["Intro", None, None], "images": [None, "img/gone1.jpg", "img/here.jpg"]},
+    ]
+    f = tmp_path / "docs.jsonl"
+    f.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    reader = ObelicsReader(source="docs", path=str(f))
+    rows = [r for u in reader.plan() for r in reader.read(u["payload"])]
+    for i, r in enumerate(rows):
+        r["id"] = f"doc{i}"
+    probed = from_table(Probe({})(to_table(rows)))
+    assert [r["status"] for r in probed] == ["kept", "kept"]
+
+    gone, partial = run(probed)
+    assert (gone["status"], gone["status_operator"], gone["status_reason"]) == (
+        "dropped",
+        "interleaved_clean",
+        "all_media_missing",
+    )
+    assert "all 2 images of the document could not be read (missing_file: 2" in gone["status_detail"]
+    assert str(tmp_path / "img/gone1.jpg") in gone["status_detail"]
+    assert gone["scores"]["images_missing"] == 2.0
+    assert [d["reason"] for d in json.loads(gone["meta"])["dropped_images"]] == ["missing", "missing"]
+    assert partial["status"] == "kept" and partial["layout"] == "interleaved"
+    assert [Path(m["uri"]).name for m in partial["media"]] == ["here.jpg"]
+    assert partial["scores"]["images_missing"] == 1.0
+
+    kept = run(probed, all_missing="keep")[0]
+    assert (kept["status"], kept["layout"], kept["modalities"], kept["text"]) == (
+        "kept",
+        "text",
+        ["text"],
+        "Intro\n\nBody",
+    )
+
+
+def test_all_missing_counts_unfetched_web_images_but_not_decorative_ones() -> None:
+    remote = new_media(
+        "image", "https://x.org/a.jpg", error="remote_media: not downloaded", error_reason="remote_media"
+    )
+    row = new_record(source="t", locator="d", layout="interleaved", media=[remote], interleaved=[text("hi"), image(0)],
+                     modalities=["text", "image"])  # fmt: skip
+    out = run([dict(row)])[0]
+    assert (out["status"], out["status_reason"]) == ("dropped", "all_media_missing")
+    assert "remote_media: 1" in out["status_detail"]
+    assert run([dict(row)], keep_remote=True)[0]["status"] == "kept"
+    icon = new_media("image", "/site/icon.png", width=16, height=16)
+    decorative = new_record(source="t", locator="e", layout="interleaved", media=[icon],
+                            interleaved=[text("hi"), image(0)], modalities=["text", "image"])  # fmt: skip
+    out = run([decorative])[0]
+    assert (out["status"], out["layout"]) == ("kept", "text")
+    assert out["scores"]["images_missing"] == 0.0

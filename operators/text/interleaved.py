@@ -17,7 +17,14 @@ For rows whose layout is ``interleaved`` (other rows pass untouched):
 2. **Normalise the sequence.** Empty or whitespace-only text segments are removed, adjacent text
    segments are merged with a blank line between them (the paragraph break the reader used), and
    ``text`` is rebuilt from the text segments (it stays equal to their concatenation).
-3. **Count.** Text tokens are estimated as ``ceil(chars / 4)`` over the text segments (a BPE
+3. **Documents with no image left to read.** When a document referenced images and every one
+   of them is unavailable (an ``error``: missing file, unreadable, corrupt, outside the roots, or
+   a web image not downloaded while ``keep_remote`` is off), the document is dropped with reason
+   ``all_media_missing`` (the detail counts the errors and names the first image), so a corpus
+   whose media paths resolve to the wrong folder shows up in the summary's drop reasons instead
+   of turning silently into text. ``all_missing: keep`` keeps them, as text documents.
+   Documents that only lost decorative images (icons, spacers, logos) are not affected.
+4. **Count.** Text tokens are estimated as ``ceil(chars / 4)`` over the text segments (a BPE
    tokenizer averages about four characters per token on English web text; ``token_estimate:
    words`` counts whitespace-separated words instead); ``image_text_ratio`` is images per 1000
    tokens. A document left without images becomes layout ``text`` (modalities ``[text]``).
@@ -59,6 +66,11 @@ class InterleavedCleanParams(Params):
         "chars4", description="text tokens: chars4 = ceil(characters / 4), words = whitespace-separated words"
     )
     merge_separator: str = Field("\n\n", description="put between adjacent text segments when they are merged")
+    all_missing: Literal["drop", "keep"] = Field(
+        "drop",
+        description="a document whose images are all unavailable (missing, unreadable, not downloaded): "
+        "drop it (reason all_media_missing) or keep it as text",
+    )
 
 
 def _name_regex(patterns: list[str]) -> re.Pattern[str] | None:
@@ -103,6 +115,7 @@ class InterleavedClean(RowOperator[InterleavedCleanParams]):
     writes: ClassVar[dict[str, str]] = {
         "num_images_kept": "image items left in the document",
         "images_dropped": "image items removed (missing, remote, icon, spacer, decorative name)",
+        "images_missing": "image items removed because they could not be read (missing, unreadable, remote)",
         "text_tokens": "estimated text tokens of the text segments (ceil(chars/4), or words)",
         "image_text_ratio": "images per 1000 text tokens",
     }
@@ -159,10 +172,32 @@ class InterleavedClean(RowOperator[InterleavedCleanParams]):
             row["modalities"] = [Modality.TEXT.value] if texts else []
         elif images == 0:
             row["modalities"] = [m for m in row.get("modalities") or [] if m != Modality.IMAGE.value]
+        unavailable = [d for d in dropped if d["reason"] in _UNAVAILABLE]
         row["scores"] = {
             **(row.get("scores") or {}),
             "num_images_kept": float(images),
             "images_dropped": float(len(dropped)),
+            "images_missing": float(len(unavailable)),
             "text_tokens": float(tokens),
             "image_text_ratio": images * 1000.0 / tokens if tokens else 0.0,
         }
+        if p.all_missing == "drop" and unavailable and len(unavailable) == len(dropped) and not row.get("media"):
+            self.drop(row, ReasonCode.ALL_MEDIA_MISSING, _all_missing_detail(unavailable))
+
+
+#: ``drop_reason`` values that mean the image could not be had (not that it was decorative)
+_UNAVAILABLE = frozenset({"missing", "remote"})
+
+
+def _all_missing_detail(items: list[dict[str, Any]]) -> str:
+    causes: dict[str, int] = {}
+    for d in items:
+        cause = (d.get("error") or d["reason"]).split(":", 1)[0]
+        causes[cause] = causes.get(cause, 0) + 1
+    counted = ", ".join(f"{c}: {n}" for c, n in sorted(causes.items()))
+    n = len(items)
+    first = items[0].get("member") or items[0].get("uri")
+    return (
+        f"all {n} image{'s' * (n != 1)} of the document could not be read ({counted}; first: {first}); "
+        "check the source's media_root, or set all_missing: keep to keep such documents as text"
+    )
