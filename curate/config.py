@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from operators.base import GlobalOperator, Operator, Reader, StageContext
+from operators.base import EmptySourceError, GlobalOperator, Operator, Reader, StageContext
 from schemas.config import PipelineConfig, SourceConfig, StageConfig
 from schemas.config_file import (
     ConfigError,
@@ -102,7 +102,9 @@ def _scheme_problem(scheme: str) -> str | None:
 
 def load_pipeline(path: str | Path, overrides: list[str] | None = None, *, output: str | Path | None = None) -> LoadedPipeline:
     """Parse, override, validate (including every reader's and operator's params), and build
-    each reader and operator once. With ``output``, the operators know their artifact folders."""
+    each reader and operator once. With ``output`` (a run is about to start), the operators know
+    their artifact folders, and an enabled source with nothing to read is a ConfigError on its
+    ``path`` (unless it sets ``allow_empty``)."""
     from operators.registry import get_operator, get_reader
 
     data, doc = load_document(path, overrides)
@@ -127,8 +129,15 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None, *, outpu
                 raise doc.error(("sources", i, "allow_schemes", j), problem)
         built = reader(
             source=src.name, path=src.path, license=src.license, params=params, units_per_file=cfg.ray.units_per_file,
-            allow_roots=roots, allow_schemes=src.allow_schemes,
+            allow_roots=roots, allow_schemes=src.allow_schemes, allow_empty=src.allow_empty,
         )  # fmt: skip
+        if out is not None and src.enabled:  # a run is about to start: refuse a source with nothing to read now
+            try:
+                next(iter(built.plan_checked()), None)
+            except EmptySourceError as e:
+                raise doc.error(("sources", i, "path"), str(e)) from None
+            except (OSError, ValueError):
+                pass  # a path that names nothing: the engine's plan says so, with how to point it elsewhere
         sources.append(PlannedSource(src, built))
 
     stages: list[PlannedStage] = []

@@ -166,9 +166,14 @@ class Engine:
                 bar.update(task, completed=min(total, count()))
 
     def _plan_units(self):
+        from operators.base import EmptySourceError
+
         for name, reader in self.readers.items():
+            reader.artifacts_dir = str(self.out / "artifacts" / "ingest" / name)  # e.g. decompressed shards
             try:
-                yield from reader.plan()
+                yield from reader.plan_checked()  # nothing to read: EmptySourceError, unless allow_empty
+            except EmptySourceError:
+                raise
             except (OSError, ValueError) as e:
                 raise RunError(
                     f"source '{name}' ({reader.name}): {e}. Point it elsewhere with "

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict
 
 from operators.confine import Confinement, source_root
 from operators.errors import FATAL_ERRORS, OperatorError, SkipSample
+from schemas.config_file import ConfigError
 from schemas.enums import ReasonCode, Status
 from schemas.record import from_table, new_record, to_table
 
@@ -33,6 +34,7 @@ __all__ = [
     "FATAL_ERRORS",
     "BatchOperator",
     "EmptyParams",
+    "EmptySourceError",
     "ExpandOperator",
     "FusedOperators",
     "GlobalOperator",
@@ -288,9 +290,16 @@ class Unit(dict):
         return cls(unit=f"{source}-{digest}", source=source, payload=payload)
 
 
+class EmptySourceError(ConfigError):
+    """A source that has nothing to read (an empty folder, no file with the reader's extensions,
+    a glob that matches nothing), found while planning, before any work: the message names the
+    source, its path and what was looked for."""
+
+
 class Reader(_Configurable[P]):
     """Turns a source into records. ``plan`` runs on the driver and must be cheap (listing only);
-    ``read`` runs on workers, one unit at a time, and streams records.
+    ``read`` runs on workers, one unit at a time, and streams records. The engine plans through
+    ``plan_checked``: a source that plans no unit is an ``EmptySourceError`` unless ``allow_empty``.
 
     A reader never loses an input: a file or line it cannot parse becomes a quarantined record
     (``self.broken(...)``) with its locator and reason.
@@ -310,6 +319,7 @@ class Reader(_Configurable[P]):
         units_per_file: int = 64,
         allow_roots: Iterable[str] = (),
         allow_schemes: Iterable[str] = (),
+        allow_empty: bool = False,
     ) -> None:
         self.source = source
         self.path = path
@@ -318,6 +328,10 @@ class Reader(_Configurable[P]):
         self.units_per_file = units_per_file
         self.allow_roots = tuple(allow_roots)
         self.allow_schemes = tuple(allow_schemes)
+        self.allow_empty = allow_empty
+        #: where the reader may write files it makes while reading (the decompressed copy of a
+        #: compressed archive): set by the engine to OUT/artifacts/ingest/<source> before planning
+        self.artifacts_dir: str | None = None
         self._confinement: Confinement | None = None
 
     def extra_roots(self) -> list[str]:
@@ -329,7 +343,10 @@ class Reader(_Configurable[P]):
         """Where this source may read from (``operators.confine``): its folder, the reader's
         extra roots, the source's ``allow_roots``; URL schemes from ``allow_schemes``."""
         if self._confinement is None:
-            roots = [source_root(self.path), *self.extra_roots(), *self.allow_roots]
+            from operators.ingest._common import expand_braces  # lazy: the ingest package imports this module
+
+            named = {source_root(p) for p in expand_braces(self.path)}  # a brace list: each name's folder
+            roots = [*named, *self.extra_roots(), *self.allow_roots]
             self._confinement = Confinement(roots, self.allow_schemes)
         return self._confinement
 
@@ -342,6 +359,27 @@ class Reader(_Configurable[P]):
 
     def read(self, payload: dict[str, Any]) -> Iterator[dict[str, Any]]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def plan_checked(self) -> Iterator[Unit]:
+        """``plan()``, refusing a source with nothing to read (``EmptySourceError``: no unit, or a
+        listing that found no input file) unless the source sets ``allow_empty``."""
+        from operators.ingest._common import NothingToRead  # lazy: the ingest package imports this module
+
+        found = False
+        why = f"{self.path}: the files it names plan no unit (are they empty?)"
+        try:
+            for unit in self.plan():
+                found = True
+                yield unit
+        except NothingToRead as e:
+            if found:
+                raise
+            why = str(e)
+        if not found and not self.allow_empty:
+            raise EmptySourceError(
+                f"source '{self.source}' (reader {self.name}) has nothing to read: {why}. Fix its path, or set "
+                f"`allow_empty: true` on the source if it may be empty (--set sources.{self.source}.allow_empty=true)"
+            )
 
     def unit(self, payload: dict[str, Any]) -> Unit:
         return Unit.make(self.source, payload)

@@ -35,9 +35,14 @@ class SourceConfig(_Strict):
 
     name: str = Field(..., pattern=_NAME, description="unique source name (letters, digits, _ and -)")
     reader: str = Field(..., description="registered reader name; `curate operators` lists them")
-    path: str = Field(..., description="folder, file or glob the reader starts from (relative to the config file)")
+    path: str = Field(..., description="folder, file, glob or brace list (shard-{000..099}.tar) the reader starts from (relative to the config file)")
     license: str | None = Field(None, description="license recorded on every row of this source")
     enabled: bool = Field(True, description="false skips this source (e.g. --set sources.NAME.enabled=false)")
+    allow_empty: bool = Field(
+        False,
+        description="true: a path with nothing to read (an empty folder, no file with the reader's extensions, a glob "
+        "that matches nothing) gives 0 rows; default: the run stops before any work with an error naming the source",
+    )
     params: dict[str, Any] = Field(default_factory=dict, description="reader parameters")
     allow_roots: list[str] = Field(
         default_factory=list,

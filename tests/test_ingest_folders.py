@@ -199,3 +199,25 @@ def test_params_are_strict_and_registered() -> None:
         assert get_reader(name).name == name
     for field in MediaFolderReader.Params.model_fields.values():
         assert field.description
+
+
+def test_brace_list_of_folders_and_files(tmp_path: Path) -> None:
+    for d in ("cam-1", "cam-2", "cam-3"):
+        _image(tmp_path / d / "shot.png")
+        _write(tmp_path / d / "shot.txt", f"from {d}")
+    reader = MediaFolderReader(source="s", path=str(tmp_path / "cam-{1..2}"))
+    rows = _read(reader)
+    assert [(Path(r["locator"]).parent.name, r["caption"]) for r in rows] == [
+        ("cam-1", "from cam-1"),
+        ("cam-2", "from cam-2"),
+    ]
+    assert all(reader.confinement.check(r["media"][0]["uri"]) is None for r in rows)  # each named folder is a root
+    assert reader.confinement.check(str(tmp_path / "cam-3" / "shot.png")) is not None  # the one not named is not
+    files = MediaFolderReader(source="s", path=str(tmp_path / "{cam-1,cam-3}/shot.png"))
+    assert [Path(r["locator"]).parent.name for r in _read(files)] == ["cam-1", "cam-3"]
+
+
+def test_a_folder_path_with_braces_that_exists_is_taken_as_written(tmp_path: Path) -> None:
+    _image(tmp_path / "odd{a,b}" / "x.png")
+    rows = _read(MediaFolderReader(source="s", path=str(tmp_path / "odd{a,b}")))
+    assert [Path(r["locator"]).name for r in rows] == ["x.png"]
