@@ -63,6 +63,11 @@ def run(
     print_summary(summary, console)
     console.print(f"wrote {output}/samples, {output}/summary.json in {summary['run']['elapsed_s']:.1f}s")
     if not summary["balanced"]:
+        err.print(
+            "[red]error:[/red] the ledger does not balance: the rows do not account for every planned input "
+            "(units listed above; all of them in summary.json under plan.short)",
+            highlight=False,
+        )
         raise typer.Exit(3)
 
 

@@ -3,8 +3,14 @@
 The DAG is cut into segments at global operators (dedup): segment 0 reads the sources unit by
 unit and runs the row-local stages; each later segment starts with a hash-partitioned global
 operator followed by row-local stages. Every segment writes Parquet under OUT/_work:
-- segment 0 writes one file per ingest unit, so a rerun skips finished units;
-- later segments write a _SUCCESS marker, so a rerun skips finished segments.
+- segment 0 writes one file per ingest unit (``<unit>.parquet``), so a rerun skips finished units.
+  OUT/_work/units.json records each planned unit's input fingerprint (payload, and path, size and
+  mtime of every file it names) and planned input count. A rerun reads again only the units whose
+  fingerprint changed or that are new, deletes the files of units no longer planned (removed
+  inputs, another chunking), and rewrites the ingest order (``seq``) of reused files whose place in
+  the plan moved, so the result is the one a fresh run on the new inputs gives;
+- later segments write one file per input file, so a rerun skips finished files; they run again
+  from scratch whenever segment 0 changed.
 Rows are never removed in the middle: a filter marks a row dropped, dedup marks it duplicate, a
 broken input is quarantined. ``curate.outputs`` then writes OUT/samples and OUT/summary.json.
 """
@@ -24,17 +30,20 @@ from typing import Any
 
 from curate.config import LoadedPipeline
 from curate.global_phase import ApplyFn, decide_globally
-from curate.ingest import IngestFn
+from curate.ingest import IngestFn, describe_unit, planned_inputs, unit_fingerprint, unit_ordinal, with_ordinal
 from curate.outputs import finalize
 from curate.runtime import ray_session
 from curate.sinks import UnitSink
 from operators.base import BatchOperator, FusedOperators, GlobalOperator, Operator, Reader, StageContext
 from operators.registry import get_operator
+from schemas.files import atomic_write_json, atomic_write_parquet
 from schemas.hashing import fingerprint
 
 __all__ = ["Engine", "RunError", "plan_fingerprint"]
 
 log = logging.getLogger(__name__)
+
+_UNITS_FILE = "units.json"
 
 
 class RunError(RuntimeError):
@@ -83,6 +92,8 @@ class Engine:
         self.progress = progress
         self.readers = self._readers()
         self.segments = self._segments()
+        self.plan: dict[str, dict[str, Any]] = {}
+        self._seg0_changed = False
 
     # -- plan -------------------------------------------------------------------------------
     def _readers(self) -> dict[str, Reader]:
@@ -120,16 +131,19 @@ class Engine:
 
         self._check_output()
         t0 = time.time()
-        self.units = [  # listing only, before Ray starts: a wrong path fails at once
+        planned = list(self._plan_units())  # listing only, before Ray starts: a wrong path fails at once
+        self.units = [
             {"unit": u["unit"], "source": u["source"], "payload": json.dumps(u["payload"], sort_keys=True), "ordinal": i}
-            for i, u in enumerate(self._plan_units())
+            for i, u in enumerate(planned)
         ]
+        self.plan = self._unit_plan(planned)
+        info: dict[str, Any] = {"resume": self._reconcile_units()}
         with ray_session(self.cfg.ray, self.address) as cluster:
             ctx = ray.data.DataContext.get_current()
             ctx.enable_progress_bars = False  # ours (below) counts finished units, Ray's counts blocks
             ctx.print_on_execution_start = False
             ctx.target_max_block_size = 1024 * 1024 * 1024  # keep one ingest unit in one block
-            info = {"cluster": cluster, "segments": []}
+            info.update(cluster=cluster, segments=[])
             rerun_rest = False
             for seg in self.segments:
                 started = time.time()
@@ -137,7 +151,74 @@ class Engine:
                 rerun_rest = rerun_rest or ran
                 info["segments"][-1]["seconds"] = round(time.time() - started, 3)
         info["elapsed_s"] = round(time.time() - t0, 3)
-        return finalize(self.out, self.loaded, self._segment_dir(self.segments[-1]), info)
+        return finalize(self.out, self.loaded, self._segment_dir(self.segments[-1]), info, plan=self.plan)
+
+    # -- the unit plan: fingerprints, planned counts, resume ----------------------------------
+    def _unit_plan(self, planned: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """unit id -> its source, ordinal, input fingerprint, planned input count and description.
+        Counts are taken on the driver (``curate.ingest.planned_inputs``), or reused from the
+        previous run's units.json for a unit whose fingerprint did not change."""
+        before = self._recorded_units()
+        plan: dict[str, dict[str, Any]] = {}
+        for i, u in enumerate(planned):
+            fp = unit_fingerprint(u["payload"])
+            old = before.get(u["unit"]) or {}
+            same = old.get("fp") == fp
+            count = old["planned"] if same and "planned" in old else planned_inputs(u["payload"])
+            plan[u["unit"]] = {
+                "source": u["source"], "ordinal": i, "fp": fp, "planned": count, "where": describe_unit(u["payload"]),
+            }  # fmt: skip
+            if same and old.get("empty"):
+                plan[u["unit"]]["empty"] = True  # read before and gave no rows (so it has no file)
+        return plan
+
+    def _recorded_units(self) -> dict[str, dict[str, Any]]:
+        path = self.work / _UNITS_FILE
+        try:
+            return json.loads(path.read_text())["units"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return {}
+
+    def _reconcile_units(self) -> dict[str, int]:
+        """Make segment 0's unit files those of the current plan, before anything runs: delete the
+        files of units no longer planned and of units whose inputs changed since they were written
+        (units.json says from what each was made), renumber reused files whose plan position moved;
+        then record the current plan. Returns what it did, by kind."""
+        before = self._recorded_units()
+        seg0 = self._segment_dir(self.segments[0])
+        counts = {"reused": 0, "changed": 0, "stale": 0, "renumbered": 0}
+        for f in sorted(seg0.glob("*.parquet")) if seg0.exists() else []:
+            unit = self.plan.get(f.stem)
+            if unit is None:
+                kind = "stale"  # an input removed, or another chunking: never counted again
+            elif (before.get(f.stem) or {}).get("fp") != unit["fp"]:
+                kind = "changed"  # inputs changed (or unknown: a run from before units.json)
+            else:
+                counts["reused"] += 1
+                counts["renumbered"] += self._renumber(f, unit["ordinal"])
+                continue
+            f.unlink()
+            counts[kind] += 1
+        atomic_write_json(self.work / _UNITS_FILE, {"units": self.plan}, indent=None, sort_keys=True)
+        self._seg0_changed = counts["changed"] + counts["stale"] + counts["renumbered"] > 0
+        if self._seg0_changed:
+            log.info(
+                "inputs changed since the last run: %d unit files reused (%d renumbered), %d changed, %d no longer planned",
+                counts["reused"], counts["renumbered"], counts["changed"], counts["stale"],
+            )  # fmt: skip
+        return counts
+
+    @staticmethod
+    def _renumber(path: Path, ordinal: int) -> int:
+        """Move a reused unit file to its new plan position (1 if it had to be rewritten)."""
+        import pyarrow.parquet as pq
+
+        seq = pq.read_table(path, columns=["seq"])["seq"]
+        first = next((s for s in seq.to_pylist() if s is not None), None)
+        if first is None or unit_ordinal(first) == ordinal:
+            return 0
+        atomic_write_parquet(with_ordinal(pq.read_table(path), ordinal), path)
+        return 1
 
     @contextmanager
     def _watch(self, label: str, total: int, count: Callable[[], int]) -> Iterator[None]:
@@ -226,12 +307,14 @@ class Engine:
         if seg.global_op is None:
             units = self.units
             done = {p.stem for p in out.glob("*.parquet")} if out.exists() else set()
+            done |= {u for u, p in self.plan.items() if p.get("empty")}
             pending = [u for u in units if u["unit"] not in done]
             info["units"] = {"total": len(units), "done_before": len(units) - len(pending), "ran": len(pending)}
-            info["segments"].append({"segment": 0, "stages": ["ingest", *names], "ran": bool(pending)})
+            changed = bool(pending) or self._seg0_changed
+            info["segments"].append({"segment": 0, "stages": ["ingest", *names], "ran": changed})
             log.info("segment 0: %d units (%d already done), stages %s", len(units), len(units) - len(pending), names)
             if not pending:
-                return False
+                return changed
             ds = ray.data.from_items(pending, override_num_blocks=len(pending))
             ds = ds.map_batches(IngestFn(self.readers), batch_size=None, batch_format="pyarrow", num_cpus=1)
             ds = self._apply_stages(ds, seg)
@@ -239,6 +322,11 @@ class Engine:
             label = " > ".join(["ingest", *names])
             with self._watch(f"units  {label}", len(pending), lambda: _count(out) - before):
                 ds.write_datasink(UnitSink(out))
+            empty = [u["unit"] for u in pending if not (out / f"{u['unit']}.parquet").exists()]
+            if empty:  # the sink writes no file for a unit without rows: remember it was read
+                for unit in empty:
+                    self.plan[unit]["empty"] = True
+                atomic_write_json(self.work / _UNITS_FILE, {"units": self.plan}, indent=None, sort_keys=True)
             return True
 
         if force:

@@ -28,7 +28,10 @@ from schemas.hashing import fingerprint
 from schemas.record import content_hash, record_id, set_media_error, to_table
 from schemas.text import repair_text, repaired
 
-__all__ = ["IngestFn", "describe_unit", "finalize_record", "planned_inputs", "unit_files", "unit_fingerprint"]
+__all__ = [
+    "IngestFn", "describe_unit", "finalize_record", "planned_inputs", "unit_files", "unit_fingerprint", "unit_ordinal",
+    "with_ordinal",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 _ROW_BITS = 24
@@ -59,6 +62,22 @@ def _hash_media(rec: dict[str, Any], operator: str, confinement: Confinement) ->
             raise
         except Exception as e:  # noqa: BLE001 - any failure to read one item is that item's reason
             _refuse(rec, m, media_failure(e), operator, interleaved)
+
+
+def unit_ordinal(seq: int) -> int:
+    """The plan position of the unit a ``seq`` belongs to."""
+    return seq >> _ROW_BITS
+
+
+def with_ordinal(table: pa.Table, ordinal: int) -> pa.Table:
+    """A unit's rows with their ``seq`` moved to plan position ``ordinal`` (row numbers kept): what
+    ingest would have given them at that position."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    rows = pc.fill_null(table["seq"], 0).to_numpy().astype(np.int64) & ((1 << _ROW_BITS) - 1)
+    seq = pa.array((np.int64(ordinal) << _ROW_BITS) | rows, type=table.schema.field("seq").type)
+    return table.set_column(table.schema.get_field_index("seq"), "seq", seq)
 
 
 def finalize_record(
@@ -168,6 +187,10 @@ def unit_fingerprint(payload: dict[str, Any]) -> str:
 
 def describe_unit(payload: dict[str, Any]) -> str:
     """A unit in a few words, for people (the summary's short units)."""
+    return repaired(_describe(payload))
+
+
+def _describe(payload: dict[str, Any]) -> str:
     listed = payload.get("items") if isinstance(payload.get("items"), list) else payload.get("files")
     if isinstance(listed, list):
         if not listed:
@@ -200,12 +223,15 @@ def planned_inputs(payload: dict[str, Any]) -> int | None:
         st = os.stat(file)
         if not stat.S_ISREG(st.st_mode):
             return None
-        if "start" in payload and "end" in payload:
+        keys = set(payload)
+        if keys == {"file", "start", "end"}:
+            if _starts_with(file, b"["):
+                return None  # a JSON array, not JSON Lines: its elements are not lines
             return _jsonl_lines(file, int(payload["start"]), int(payload["end"]))
-        if "row_group" in payload:
+        if keys == {"file", "row_group", "first_row"}:
             group = payload["row_group"]
             return 1 if group is None else _parquet_row_groups(file, st.st_size, st.st_mtime_ns)[int(group)]
-        if set(payload) == {"file"}:
+        if keys == {"file"}:
             return _tar_inputs(file)
     except (OSError, ValueError, IndexError) as e:
         log.warning("cannot count the planned inputs of %s: %s: %s", file, type(e).__name__, e)
@@ -214,6 +240,12 @@ def planned_inputs(payload: dict[str, Any]) -> int | None:
 
 _BLANK = b" \t\n\r\x0b\x0c"
 _CHUNK = 1 << 20
+
+
+def _starts_with(path: str, prefix: bytes) -> bool:
+    """Whether the first non-blank bytes of a file are ``prefix`` (reads at most 64 KiB)."""
+    with open(path, "rb") as f:
+        return f.read(64 << 10).lstrip(_BLANK).startswith(prefix)
 
 
 def _jsonl_lines(path: str, start: int, end: int) -> int:

@@ -22,6 +22,29 @@ def _status_table(title: str, rows: dict[str, dict[str, int]], first: str) -> Ta
     return t
 
 
+def _print_plan(plan: dict[str, Any] | None, console: Console) -> None:
+    """Planned inputs against accounted ones; the units that fall short, by name."""
+    if not plan:
+        return
+    unchecked = f", {plan['unchecked_units']} units not counted" if plan.get("unchecked_units") else ""
+    console.print(
+        f"planned inputs {plan['planned_inputs']} in {plan['units']} units, accounted for "
+        f"{plan['accounted_inputs']}{unchecked}"
+    )
+    if plan.get("short_units"):
+        t = Table(title=f"Units short of their planned inputs ({plan['short_units']})", title_justify="left")
+        for c in ("source", "unit", "holds", "planned", "accounted"):
+            t.add_column(c, justify="right" if c in ("planned", "accounted") else "left")
+        for u in plan["short"]:
+            t.add_row(u["source"], u["unit"], str(u.get("where") or ""), str(u["planned"]), str(u["accounted"]))
+        if plan["short_units"] > len(plan["short"]):
+            t.add_row("...", f"{plan['short_units'] - len(plan['short'])} more in summary.json", "", "", "")
+        console.print(t)
+    if plan.get("unplanned_units"):
+        names = ", ".join(u["unit"] for u in plan["unplanned"])
+        console.print(f"[red]{plan['unplanned_units']} units are not in the plan[/red] (left from an older plan?): {names}")
+
+
 def print_summary(summary: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console(stderr=False)
     counts = summary["counts"]
@@ -44,6 +67,7 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
     hours = (summary.get("hours") or {}).get("total") or {}
     if any(hours.values()):
         console.print("media kept: " + ", ".join(f"{k} {v:.3f} h" for k, v in sorted(hours.items())))
+    _print_plan(summary.get("plan"), console)
     ok = "[green]balanced[/green]" if summary["balanced"] else "[red]NOT BALANCED[/red]"
     derived = f" + derived {counts['derived']}" if counts.get("derived") else ""
     split = f" + split {counts['split']}" if counts.get("split") else ""
