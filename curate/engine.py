@@ -139,6 +139,7 @@ class Engine:
         self.plan = self._unit_plan(planned)
         info: dict[str, Any] = {"resume": self._reconcile_units()}
         with ray_session(self.cfg.ray, self.address) as cluster:
+            self._check_resources(cluster)
             ctx = ray.data.DataContext.get_current()
             ctx.enable_progress_bars = False  # ours (below) counts finished units, Ray's counts blocks
             ctx.print_on_execution_start = False
@@ -220,6 +221,22 @@ class Engine:
         atomic_write_parquet(with_ordinal(pq.read_table(path), ordinal), path)
         return 1
 
+    def _check_resources(self, cluster: dict[str, Any]) -> None:
+        """A stage whose workers need more GPUs (or CPUs) than the cluster has would wait forever:
+        on a fixed local Ray that is an error before any work, on a cluster a warning (it may
+        autoscale)."""
+        for st in self.loaded.stages:
+            res = st.spec.resources
+            for what, need, have in (("GPU", res.num_gpus, cluster.get("gpus", 0)), ("CPU", res.num_cpus, cluster.get("cpus", 0))):
+                if need and need > (have or 0):
+                    msg = (
+                        f"stage '{st.spec.stage_name}' asks for {need:g} {what}(s) per worker and this Ray has "
+                        f"{have or 0:g}; lower its resources.num_{what.lower()}s or run on a cluster that has them"
+                    )
+                    if cluster.get("local"):
+                        raise RunError(msg)
+                    log.warning("%s (waiting for the cluster to scale up)", msg)
+
     @contextmanager
     def _watch(self, label: str, total: int, count: Callable[[], int]) -> Iterator[None]:
         """A progress bar fed by ``count()`` (files written so far) while Ray works."""
@@ -276,11 +293,16 @@ class Engine:
                 runs.append(([op], res, fusable))
         for ops, res, _ in runs:
             kwargs: dict[str, Any] = {"batch_size": None, "batch_format": "pyarrow", "num_cpus": res.num_cpus}
+            op = ops[0]
             if res.num_gpus:
+                # Ray Data needs a batch size for GPU actors: the operator's own (the stage's
+                # resources.batch_size, else its default), so one call is one model batch.
+                # Whole units still reach the sink: a task's outputs are joined into one block
+                # (target_max_block_size), and the ledger check would flag a unit cut short.
                 kwargs["num_gpus"] = res.num_gpus
+                kwargs["batch_size"] = op.batch_size
             if res.memory_mb:
                 kwargs["memory"] = res.memory_mb * 1024 * 1024
-            op = ops[0]
             if op.stateful or res.num_gpus:
                 ds = ds.map_batches(
                     _StatefulOp,
