@@ -94,6 +94,7 @@ class Engine:
         self.segments = self._segments()
         self.plan: dict[str, dict[str, Any]] = {}
         self._seg0_changed = False
+        self._gpus = 0.0
 
     # -- plan -------------------------------------------------------------------------------
     def _readers(self) -> dict[str, Reader]:
@@ -222,16 +223,22 @@ class Engine:
         return 1
 
     def _check_resources(self, cluster: dict[str, Any]) -> None:
-        """A stage whose workers need more GPUs (or CPUs) than the cluster has would wait forever:
-        on a fixed local Ray that is an error before any work, on a cluster a warning (it may
-        autoscale)."""
+        """A stage whose workers need more GPUs (or CPUs) than any one node has would wait
+        forever: on a fixed local Ray that is an error before any work, on a cluster a warning (it
+        may scale up). Also sizes GPU actor pools: up to as many actors as the GPUs allow."""
+        import ray
+
+        nodes = [n.get("Resources") or {} for n in ray.nodes() if n.get("Alive")]
+        largest = {k: max((n.get(k, 0) for n in nodes), default=0) for k in ("CPU", "GPU")}
+        self._gpus = float(cluster.get("gpus") or 0)
         for st in self.loaded.stages:
             res = st.spec.resources
-            for what, need, have in (("GPU", res.num_gpus, cluster.get("gpus", 0)), ("CPU", res.num_cpus, cluster.get("cpus", 0))):
-                if need and need > (have or 0):
+            for what, need in (("GPU", res.num_gpus), ("CPU", res.num_cpus)):
+                if need and need > largest[what]:
                     msg = (
-                        f"stage '{st.spec.stage_name}' asks for {need:g} {what}(s) per worker and this Ray has "
-                        f"{have or 0:g}; lower its resources.num_{what.lower()}s or run on a cluster that has them"
+                        f"stage '{st.spec.stage_name}' asks for {need:g} {what}(s) per worker and the largest "
+                        f"node of this Ray has {largest[what]:g}; lower its resources.num_{what.lower()}s or run "
+                        "on a cluster that has them"
                     )
                     if cluster.get("local"):
                         raise RunError(msg)
@@ -281,6 +288,12 @@ class Engine:
     def _segment_dir(self, seg: Segment) -> Path:
         return self.work / f"seg-{seg.index}"
 
+    def _actors(self, res: Any) -> int | tuple[int, int]:
+        """Default actor pool of a stateful or GPU stage: one actor; a GPU stage scales from one up
+        to as many actors as the cluster's GPUs hold (its resources.concurrency overrides)."""
+        most = int(self._gpus // res.num_gpus) if res.num_gpus else 1
+        return (1, most) if most > 1 else 1
+
     def _apply_stages(self, ds, seg: Segment):
         """One ``map_batches`` per run of stateless operators with the same resources (fused: one
         Arrow conversion for the run), one actor pool per stateful or GPU operator."""
@@ -311,7 +324,7 @@ class Engine:
                         "params": op.params.model_dump(by_alias=True),
                         "ctx": op.ctx,
                     },
-                    concurrency=res.concurrency or 1,
+                    concurrency=res.concurrency or self._actors(res),
                     **kwargs,
                 )
             else:

@@ -66,6 +66,20 @@ def test_gpu_stage_gives_the_rows_a_cpu_stage_gives(ray_local, tmp_path):
 
 def test_stage_asking_for_more_gpus_than_local_ray_has_fails_before_work(ray_local, tmp_path):
     pipe = _pipeline(tmp_path, {"num_gpus": 2})
-    with pytest.raises(RunError, match=r"stage 'probe' asks for 2 GPU\(s\) per worker and this Ray has 1"):
+    with pytest.raises(RunError, match=r"stage 'probe' asks for 2 GPU\(s\) per worker and the largest node of this Ray has 1"):
         Engine(load_pipeline(pipe), tmp_path / "out", progress=False).run()
     assert not (tmp_path / "out" / "_work" / "seg-0").exists()
+
+
+def test_gpu_actor_pool_scales_up_to_the_gpus_there_are():
+    from types import SimpleNamespace
+
+    from schemas.config import Resources
+
+    def pool(gpus: float, **res) -> int | tuple[int, int]:
+        return Engine._actors(SimpleNamespace(_gpus=gpus), Resources(**res))
+
+    assert pool(1, num_gpus=1) == 1
+    assert pool(8, num_gpus=1) == (1, 8)
+    assert pool(2, num_gpus=0.5) == (1, 4)
+    assert pool(8) == 1  # a stateful CPU stage: one actor unless resources.concurrency says more
