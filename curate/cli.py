@@ -222,6 +222,48 @@ def mix(
 
 
 @app.command()
+def sweep(
+    mixture: Annotated[Path, typer.Argument(help="mixture YAML (stages of a training run)")],
+    stage: Annotated[str, typer.Option("--stage", "-s", help="stage whose weights are drawn")],
+    n: Annotated[int, typer.Option("--n", "-n", min=1, help="number of variants")],
+    seed: Annotated[int, typer.Option(help="seed of the draws (the same seed writes the same files)")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="sweep folder: variant_NNN.yaml, weights.csv/.parquet, sweep.json")],
+    concentration: Annotated[float, typer.Option(help="Dirichlet concentration: alpha = C * weights among siblings; higher = closer to the base")] = 10.0,
+    schedule: Annotated[str, typer.Option(help="keep: the stage's schedule steps still override later phases; drop: variants without them")] = "keep",
+    input: Annotated[Path | None, typer.Option("--input", "-i", help="curated table: plan each variant and report cap hits")] = None,
+    mix_: Annotated[bool, typer.Option("--mix", help="also cut each variant into shards (DIR/variant_NNN/); needs --input")] = False,
+    budget: Annotated[float | None, typer.Option(help="proxy budget for --mix and the cap check, in the stage's unit (default: the stage's)")] = None,
+    set_: SetOpt = None,
+    fresh: Annotated[bool, typer.Option(help="discard a sweep already in --output")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Mixture sweep: N variants of a stage's weights drawn from a Dirichlet centred on them (mixing laws, RegMix proxies)."""
+    _setup_logging(verbose)
+    from contextlib import nullcontext
+
+    from curate.runtime import ray_session
+    from mixtures.mixer import MixError
+    from mixtures.sweep import SweepError, check_sweep, print_sweep, run_sweep
+    from schemas.config import RayConfig
+    from schemas.config_file import ConfigError
+
+    args = dict(n=n, concentration=concentration, schedule=schedule, overrides=set_ or [], input=input, mix=mix_, budget=budget)
+    try:
+        check_sweep(mixture, stage, **args)
+    except (ConfigError, SweepError) as e:
+        err.print(f"[red]config error[/red]\n{e}", highlight=False)
+        raise typer.Exit(2) from None
+    try:
+        with ray_session(RayConfig()) if mix_ else nullcontext():
+            result = run_sweep(mixture, stage, output, seed=seed, fresh=fresh, **args)
+    except (SweepError, MixError, FileNotFoundError) as e:
+        err.print(f"[red]error:[/red] {e}", highlight=False)
+        raise typer.Exit(1) from None
+    print_sweep(result, console)
+    console.print(f"wrote {len(result.variants)} variants, {output}/weights.csv, {output}/weights.parquet, {output}/sweep.json")
+
+
+@app.command()
 def stats(
     path: Annotated[Path, typer.Argument(help="a shard folder (`curate mix` output) or a curated table (`curate run` output)")],
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON document instead of tables")] = False,
