@@ -84,7 +84,14 @@ class ReasonCode(StrEnum):
     # quarantine: the input itself is broken
     MISSING_FILE = "missing_file"
     UNREADABLE = "unreadable"
+    #: opened, but not decodable
     CORRUPT_MEDIA = "corrupt_media"
+    #: a media file of zero bytes
+    EMPTY_FILE = "empty_file"
+    #: the content (sniffed from its first bytes) is another kind of file than its name says (a PNG named .mp4)
+    WRONG_TYPE = "wrong_type"
+    #: the end of the file is missing: its own structure or its header's duration promises more than the data holds
+    TRUNCATED = "truncated"
     UNSUPPORTED_FORMAT = "unsupported_format"
     BAD_MANIFEST_ROW = "bad_manifest_row"
     ORPHAN_SIDECAR = "orphan_sidecar"

@@ -39,6 +39,11 @@ def test_registered_with_documented_scores() -> None:
         Probe({"image_check": "full"})
     with pytest.raises(ValidationError):
         Probe({"unknown": 1})
+    with pytest.raises(ValidationError):
+        Probe({"check_end": ["text"]})
+    with pytest.raises(ValidationError):
+        Probe({"end_tolerance_s": -1})
+    assert Probe({}).params.check_end == ["image", "video", "audio"]
 
 
 @pytest.mark.parametrize("suffix,fmt", [(".jpg", "jpeg"), (".png", "png"), (".webp", "webp")])
@@ -119,22 +124,31 @@ def test_durations_add_up_over_video_and_audio(tmp_path: Path) -> None:
     assert out["scores"]["duration_s"] == pytest.approx(3.0)
 
 
-def test_truncated_jpeg_is_quarantined_as_corrupt(tmp_path: Path) -> None:
+def test_truncated_jpeg_is_quarantined_as_truncated(tmp_path: Path) -> None:
     good = synth.make_image(tmp_path / "good.jpg", 320, 240)
     cut = synth.make_corrupt(tmp_path / "cut.jpg", "truncated", source=good)
     out = one("image-text", "image", cut, caption="x")
     assert out["status"] == Status.QUARANTINED
-    assert out["status_reason"] == ReasonCode.CORRUPT_MEDIA
+    assert out["status_reason"] == ReasonCode.TRUNCATED
     assert out["status_operator"] == "probe"
     assert out["status_detail"].startswith(f"{cut}: ")
+    assert "FFD9" in out["status_detail"]
+    # without the end check, the decode still notices that the pixels run out
+    decoded = one("image-text", "image", cut, {"check_end": ["video", "audio"]}, caption="x")
+    assert decoded["status_reason"] == ReasonCode.TRUNCATED
+    assert "pixel data stops" in decoded["status_detail"]
 
 
 def test_header_mode_does_not_decode(tmp_path: Path) -> None:
     good = synth.make_image(tmp_path / "good.jpg", 320, 240)
     cut = synth.make_corrupt(tmp_path / "cut.jpg", "truncated", source=good)
-    out = one("image", "image", cut, {"image_check": "header"})
+    out = one("image", "image", cut, {"image_check": "header", "check_end": []})
     assert out["status"] == Status.KEPT
     assert (out["media"][0]["width"], out["media"][0]["height"]) == (320, 240)
+    # the end check reads bytes, not pixels: it runs in header mode too
+    ended = one("image", "image", cut, {"image_check": "header"})
+    assert ended["status_reason"] == ReasonCode.TRUNCATED
+    assert (ended["media"][0]["width"], ended["media"][0]["height"]) == (320, 240)
 
 
 def _scramble_mdat(path: Path) -> Path:
