@@ -29,7 +29,7 @@ def test_demo_accounts_for_every_planted_input(ray_local, tmp_path):
     dup_files = sorted(Path(r["locator"]).name for r in rejected if r["status"] == "duplicate" and r["source"] != "text")
     planted_dups = sorted(d["file"] for s in planted["sources"].values() for d in s["duplicates"] if "." in d["file"])
     assert dup_files == planted_dups
-    corrupt = sorted(Path(r["locator"]).name for r in rejected if r["status_reason"] == "corrupt_media")
+    corrupt = sorted(Path(r["locator"]).name for r in rejected if r["status_reason"] in ("corrupt_media", "truncated"))
     assert corrupt == sorted(c for s in planted["sources"].values() for c in s["corrupt"])
     bad_lines = [r for r in rejected if r["status_reason"] == "bad_manifest_row"]
     assert len(bad_lines) == totals["malformed_lines"]

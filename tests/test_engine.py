@@ -61,7 +61,7 @@ def test_run_accounts_for_every_file_and_writes_buckets(ray_local, corpus, tmp_p
     assert s["by_bucket"] == {"generation": 2, "understanding": 4}
     assert s["dropped"] == {"size": {"below_min": 1}}
     assert s["duplicate"] == {"dedup_exact": {"exact_duplicate": 1}}
-    assert s["quarantined"] == {"probe": {"corrupt_media": 1}}
+    assert s["quarantined"] == {"probe": {"truncated": 1}}  # broken.jpg is a cut copy of im2.jpg
 
     understanding = pads.dataset(out / "samples", partitioning="hive").to_table(filter=pads.field("bucket") == "understanding")
     assert sorted(Path(p).name for p in understanding["locator"].to_pylist()) == ["im0.jpg", "im1.jpg", "im2.jpg", "im4.jpg"]
