@@ -121,9 +121,24 @@ class ScheduleStep(_Strict):
 
 
 class ShardSpec(_Strict):
+    """How big a shard is. Shards are cut in the stage's unit: a shard closes at the first sample
+    boundary past its size where every group is within the stage's tolerance of its planned
+    share (else, before twice the size, where it is nearest), so shards of a stage in tokens hold
+    about ``max_samples`` samples, not exactly; a stage in samples cuts exactly ``max_samples``."""
+
     split: str = Field("train", pattern=_NAME)
-    max_samples: int = Field(1000, ge=1, description="samples per shard")
-    max_bytes: int | None = Field(None, ge=1024, description="bytes per shard (whichever limit comes first)")
+    max_samples: int = Field(
+        1000,
+        ge=1,
+        description="samples per shard; in a stage counted in another unit, the shard size is max_samples samples' "
+        "worth of it (max_samples x the stage's mean sample cost) unless `amount` says otherwise",
+    )
+    amount: float | None = Field(
+        None,
+        gt=0,
+        description="shard size in the stage unit (tokens, seconds, ...), for stages not counted in samples",
+    )
+    max_bytes: int | None = Field(None, ge=1024, description="bytes per shard (a hard limit: a shard never grows past it)")
     mode: Literal["premixed", "per_group"] = Field(
         "premixed", description="premixed: one interleaved shard sequence; per_group: shards per leaf + loader configs"
     )
@@ -138,18 +153,35 @@ class StageMix(_Strict):
         "media, or one modality's tokens (text_tokens, image_tokens, ...)",
     )
     budget: float = Field(..., gt=0, description="total amount in the unit (samples, tokens, or seconds)")
-    strict: bool = Field(False, description="fail instead of reporting when a target cannot be met")
+    strict: bool = Field(
+        False,
+        description="fail instead of reporting when a target cannot be met, or when a full shard cannot hold the "
+        "tolerance (before any shard is written)",
+    )
     temperature: float = Field(1.0, gt=0, description="default source temperature inside groups")
     max_repeat: float = Field(1.0, gt=0, description="default per-source cap in epochs")
     shortfall: Literal["redistribute", "shrink"] = Field(
         "redistribute",
         description="a group that cannot reach its target: give the rest to its siblings, or shrink the budget",
     )
-    tolerance: float = Field(0.02, gt=0, lt=1, description="allowed absolute share deviation per shard (reported)")
+    tolerance: float = Field(
+        0.02,
+        gt=0,
+        lt=1,
+        description="allowed absolute deviation of a group's share in every full shard (all but the last of a shard "
+        "folder), in the stage unit; per-group shards: of a source's share in its group. Checked before writing: "
+        "a shard size that cannot hold it is reported with the best tolerance it can hold (an error when strict)",
+    )
     groups: list[GroupSpec] = Field(..., min_length=1)
     schedule: list[ScheduleStep] = Field(default_factory=list)
     shards: ShardSpec = Field(default_factory=ShardSpec)
     estimators: Estimators | None = Field(None, description="overrides the mixture's estimators for this stage")
+
+    @model_validator(mode="after")
+    def _shard_amount_unit(self) -> StageMix:
+        if self.unit == "samples" and self.shards.amount is not None:
+            raise ValueError("shards.amount is the shard size of a stage counted in tokens, seconds, ...; in samples use shards.max_samples")
+        return self
 
     @field_validator("schedule")
     @classmethod

@@ -20,12 +20,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mixtures.config import MixtureConfig, StageMix
-from mixtures.interleave import interleave
+from mixtures.guarantee import Folder, cut_folders
+from mixtures.interleave import Order, interleave
 from mixtures.planner import MixError, Plan, Slot, plan_stage
 from mixtures.pool import COST_KEYS, Pool, leaves_of, load_pool, order_key
 from mixtures.report import build_report
-from mixtures.report_model import BlendEntry, MixReport
+from mixtures.report_model import BlendEntry, MixReport, ShardGuarantee
 from mixtures.shards import ShardJob, ShardSample, ShardStats, write_shard
 from schemas.files import atomic_write_json
 from schemas.hashing import fingerprint
@@ -36,6 +39,9 @@ log = logging.getLogger(__name__)
 
 #: shard folders of a stage: "" (the stage folder, pre-mixed) or a leaf path (per-group) -> its jobs
 Layout = dict[str, list[ShardJob]]
+#: how samples are ordered and cut into shards; part of the config hash, so that a folder of
+#: shards cut another way is never resumed as if it were this one
+_CUT_VERSION = 2
 
 
 def mix_stage(cfg: MixtureConfig, stage_name: str, input_path: str | Path, output: str | Path, *, fresh: bool = False) -> MixReport:
@@ -45,12 +51,16 @@ def mix_stage(cfg: MixtureConfig, stage_name: str, input_path: str | Path, outpu
     out = _output_folder(output, fresh)
     pool = load_pool(input_path, stage, stage.estimators or cfg.estimators)
     plan = plan_stage(stage, pool, cfg.seed)
+    folders, guarantee = _cut(stage, plan, pool)
+    _say(stage, guarantee)  # before writing: a strict stage stops here
     manifest = _open_manifest(out, stage, _config_hash(cfg, stage), pool.fingerprint)
-    layout = _shard_jobs(stage, plan, pool, out, cfg.seed)
+    layout = _shard_jobs(stage, plan, pool, out, cfg.seed, folders)
     jobs = [j for leaf_jobs in layout.values() for j in leaf_jobs]
     stats = _write_shards(jobs, out, manifest)
     blend = _write_indexes(stage, plan, layout, stats, out)
-    report = build_report(cfg, stage, plan, pool, [stats[j.path] for j in jobs], blend=blend)
+    names = [os.path.relpath(j.path, out) for j in jobs]
+    full = [j is not leaf_jobs[-1] for leaf_jobs in layout.values() for j in leaf_jobs]
+    report = build_report(cfg, stage, plan, pool, [stats[j.path] for j in jobs], blend=blend, names=names, full=full, guarantee=guarantee)
     _atomic_json(out / "report.json", report.to_json())
     return report
 
@@ -59,7 +69,7 @@ def mix_stage(cfg: MixtureConfig, stage_name: str, input_path: str | Path, outpu
 
 
 def _config_hash(cfg: MixtureConfig, stage: StageMix) -> str:
-    body = {"seed": cfg.seed, "estimators": (stage.estimators or cfg.estimators).model_dump(), "stage": stage.model_dump()}
+    body = {"seed": cfg.seed, "estimators": (stage.estimators or cfg.estimators).model_dump(), "stage": stage.model_dump(), "cut": _CUT_VERSION}
     return fingerprint(body)
 
 
@@ -67,26 +77,43 @@ def _folder(out: Path, leaf: str) -> Path:
     return out / leaf.replace("/", "__") if leaf else out
 
 
-def _shard_jobs(stage: StageMix, plan: Plan, pool: Pool, out: Path, seed: int) -> Layout:
-    """The stage's sample order (one per group folder in per-group mode), keyed and cut into shards."""
+def _cut(stage: StageMix, plan: Plan, pool: Pool) -> tuple[list[Folder], ShardGuarantee]:
+    """The stage's sample order (one per group folder in per-group mode), cut into shards that
+    hold the tolerance where the shard size allows (mixtures/guarantee.py)."""
     cost = pool.costs[stage.unit]
-    if stage.shards.mode == "premixed":
-        orders = {"": interleave(plan, cost)}
-    else:
-        orders = {leaf: interleave(plan, cost, leaf=leaf) for leaf in plan.targets}
+    leaves = [""] if stage.shards.mode == "premixed" else list(plan.targets)
+    orders: dict[str, tuple[str, Order, np.ndarray | None]] = {}
+    for leaf in leaves:
+        order = interleave(plan, cost, leaf=leaf or None)
+        nbytes = np.asarray([pool.bytes[plan.row(s)] + 1024 for s in order.slots], dtype=np.int64) if stage.shards.max_bytes else None
+        orders[leaf.replace("/", "__") if leaf else "."] = (leaf, order, nbytes)
+    return cut_folders(stage, orders)
+
+
+def _say(stage: StageMix, guarantee: ShardGuarantee) -> None:
+    """A tolerance the shards cannot hold: an error when the stage is strict, else a warning."""
+    if guarantee.held:
+        return
+    if stage.strict:
+        raise MixError(f"{guarantee.message} (strict: no shard written)")
+    log.warning("%s Writing the shards that hold %.4f.", guarantee.message, guarantee.achievable)
+
+
+def _shard_jobs(stage: StageMix, plan: Plan, pool: Pool, out: Path, seed: int, folders: list[Folder]) -> Layout:
+    """Every folder's shards as jobs: its cuts of the order, keyed."""
     text_first = _text_first(stage)
     uses: Counter[str] = Counter()
     layout: Layout = {}
-    for leaf, order in orders.items():
-        keys = _keys(order, plan, pool, uses)
-        layout[leaf] = [
+    for f in folders:
+        keys = _keys(f.order.slots, plan, pool, uses)
+        layout[f.leaf] = [
             ShardJob(
-                path=str(_folder(out, leaf) / f"{stage.shards.split}-{n:06d}.tar"),
-                samples=[_sample(slot, keys[slot], plan, pool, seed, text_first) for slot in slots],
+                path=str(_folder(out, f.leaf) / f"{stage.shards.split}-{n:06d}.tar"),
+                samples=[_sample(slot, keys[slot], plan, pool, seed, text_first) for slot in f.order.slots[c.start : c.end]],
                 stage=stage.name,
                 unit=stage.unit,
             )
-            for n, slots in enumerate(_cut(order, plan, pool, stage))
+            for n, c in enumerate(f.cuts)
         ]
     return layout
 
@@ -102,23 +129,6 @@ def _keys(order: list[Slot], plan: Plan, pool: Pool, uses: Counter[str] | None =
         keys[slot] = sid if n == 0 else f"{sid}_{n}"
         uses[sid] += 1
     return keys
-
-
-def _cut(order: list[Slot], plan: Plan, pool: Pool, stage: StageMix) -> list[list[Slot]]:
-    """Consecutive runs of the order, each within the shard limits (samples, bytes)."""
-    shards: list[list[Slot]] = [[]]
-    size = 0
-    for slot in order:
-        nbytes = pool.bytes[plan.row(slot)] + 1024
-        full = len(shards[-1]) >= stage.shards.max_samples
-        if stage.shards.max_bytes and shards[-1] and size + nbytes > stage.shards.max_bytes:
-            full = True
-        if full:
-            shards.append([])
-            size = 0
-        shards[-1].append(slot)
-        size += nbytes
-    return [s for s in shards if s]
 
 
 def _text_first(stage: StageMix) -> dict[str, float]:

@@ -1,6 +1,7 @@
 """The mix report: per group, target vs planned vs achieved in every unit; the repeat factor
-each source needed; shortfalls; per-shard and prefix drift from the planned shares. The types
-are in ``mixtures.report_model``; this module builds a report from a plan and prints it."""
+each source needed; shortfalls; per-shard and prefix drift from the planned shares; the
+shard-level guarantee checked before writing. The types are in ``mixtures.report_model``; this
+module builds a report from a plan and prints it."""
 
 from __future__ import annotations
 
@@ -9,9 +10,18 @@ from collections import defaultdict
 from rich.console import Console
 
 from mixtures.config import MixtureConfig, StageMix
+from mixtures.guarantee import source_phase_shares
 from mixtures.planner import Plan
 from mixtures.pool import COST_KEYS, Pool
-from mixtures.report_model import BlendEntry, GroupReport, MixReport, PhaseReport, ShardDrift, SourceReport
+from mixtures.report_model import (
+    BlendEntry,
+    GroupReport,
+    MixReport,
+    PhaseReport,
+    ShardDrift,
+    ShardGuarantee,
+    SourceReport,
+)
 from mixtures.shards import ShardStats
 from mixtures.shares import achieved_by_group, drift, group_shares, phase_shares, prefix_drift
 from mixtures.target_table import num, rich_table, rows_of_mix_report, target_table
@@ -19,13 +29,29 @@ from mixtures.target_table import num, rich_table, rows_of_mix_report, target_ta
 __all__ = ["build_report", "print_report"]
 
 
-def build_report(cfg: MixtureConfig, stage: StageMix, plan: Plan, pool: Pool, stats: list[ShardStats], *, blend: list[BlendEntry]) -> MixReport:
+def build_report(
+    cfg: MixtureConfig,
+    stage: StageMix,
+    plan: Plan,
+    pool: Pool,
+    stats: list[ShardStats],
+    *,
+    blend: list[BlendEntry],
+    names: list[str] | None = None,
+    full: list[bool] | None = None,
+    guarantee: ShardGuarantee | None = None,
+) -> MixReport:
+    """``names``: each shard's path relative to the stage folder (default: its file name);
+    ``full``: which shards are full (default: all but the last); ``guarantee``: the cut's, as
+    checked before writing."""
     unit = stage.unit
     groups = _groups(stage, plan, pool, stats)
     shares_by_phase = phase_shares(plan)
     premixed = stage.shards.mode == "premixed"
-    # per-group shards hold one group each: drift against the whole mix means nothing there
-    shard_drift = [ShardDrift(s.shard, round(drift(s.by_group, s.by_phase, shares_by_phase, unit), 6)) for s in stats] if premixed else []
+    names = names or [s.shard for s in stats]
+    full = full or [i < len(stats) - 1 for i in range(len(stats))]
+    shard_drift = [ShardDrift(n, round(_drift(stage, plan, s, shares_by_phase), 6)) for n, s in zip(names, stats, strict=True)]
+    full_drift = [d.max_abs_drift for d, f in zip(shard_drift, full, strict=True) if f]
     return MixReport(
         stage=stage.name,
         mixture=cfg.name,
@@ -41,12 +67,29 @@ def build_report(cfg: MixtureConfig, stage: StageMix, plan: Plan, pool: Pool, st
         shards=len(stats),
         shard_drift=shard_drift,
         max_shard_drift=max((d.max_abs_drift for d in shard_drift), default=0.0),
-        within_tolerance=all(d.max_abs_drift <= stage.tolerance for d in shard_drift) if premixed else None,
+        within_tolerance=all(d <= stage.tolerance for d in full_drift),
         prefix_drift=prefix_drift(stats, shares_by_phase, unit) if premixed else [],
         skipped=[x for s in stats for x in s.skipped],
         blend=blend,
         input_fingerprint=pool.fingerprint,
+        max_full_shard_drift=max(full_drift, default=0.0),
+        guarantee=guarantee,
     )
+
+
+def _drift(stage: StageMix, plan: Plan, s: ShardStats, shares_by_phase: list[dict[str, float]]) -> float:
+    """A shard's drift from its planned shares: the groups' (pre-mixed), or its sources' inside
+    its group (per group: a shard holds one group)."""
+    if stage.shards.mode == "premixed":
+        return drift(s.by_group, s.by_phase, shares_by_phase, stage.unit)
+    leaf = next(iter(s.by_group), None)
+    if leaf is None:
+        return 0.0
+    by_source: dict[str, dict[str, float]] = defaultdict(lambda: {stage.unit: 0.0})
+    for amounts in s.by_phase_source.values():
+        for src, v in amounts.items():
+            by_source[src][stage.unit] += v
+    return drift(by_source, s.by_phase_source, source_phase_shares(plan, leaf), stage.unit)
 
 
 def _groups(stage: StageMix, plan: Plan, pool: Pool, stats: list[ShardStats]) -> dict[str, GroupReport]:
@@ -123,8 +166,18 @@ def print_report(report: MixReport, console: Console | None = None) -> None:
         )
     if report.skipped:
         console.print(f"[yellow]{len(report.skipped)} samples skipped[/yellow]: media unreadable at mix time")
-    if report.within_tolerance is None:
-        console.print(f"{report.shards} shards, one folder per group (blend weights in report.json and {report.stage} loaders)")
+    g = report.guarantee
+    if g is not None and not g.held:
+        console.print(f"[yellow]shard tolerance not held[/yellow]: {g.message}", highlight=False)
+    ok = "[green]within[/green]" if report.within_tolerance else "[red]outside[/red]"
+    if report.max_full_shard_drift is None:  # a report of an older mixer: drift over every shard
+        drift_line = f"max per-shard drift {report.max_shard_drift:.4f}"
     else:
-        ok = "[green]within[/green]" if report.within_tolerance else "[red]outside[/red]"
-        console.print(f"{report.shards} shards; max per-shard drift {report.max_shard_drift:.4f} ({ok} tolerance {report.tolerance})")
+        of = "of its sources' shares " if report.mode == "per_group" else ""
+        drift_line = f"max drift of a full shard {of}{report.max_full_shard_drift:.4f}"
+    drift_line += f" ({ok} tolerance {report.tolerance})"
+    if report.mode == "per_group":
+        console.print(f"{report.shards} shards, one folder per group (blend weights in report.json and {report.stage} loaders); {drift_line}")
+    else:
+        last = report.shard_drift[-1].max_abs_drift if report.shard_drift else 0.0
+        console.print(f"{report.shards} shards; {drift_line}; the last shard {last:.4f}")

@@ -1,7 +1,7 @@
 """The typed mix report: what ``mix_stage`` returns and ``SHARDS/report.json`` holds.
 
-``MixReport.to_json()`` is the report.json document (keys in field order; ``text_first_share``
-and a phase's ``planned_shares`` only when set); ``MixReport.from_json()`` reads it back, and
+``MixReport.to_json()`` is the report.json document (keys in field order; ``text_first_share``,
+a phase's ``planned_shares`` and the ``guarantee`` only when set); ``MixReport.from_json()`` reads it back, and
 ``read_report()`` reads a shard folder's report.json. Plain dataclasses, no imports of ours:
 the loaders (Energon's child process included) read reports without loading the mixer."""
 
@@ -19,6 +19,7 @@ __all__ = [
     "PhaseReport",
     "PrefixDrift",
     "ShardDrift",
+    "ShardGuarantee",
     "Shortfall",
     "SourceReport",
     "read_report",
@@ -108,8 +109,29 @@ class Shortfall:
 
 @dataclass(frozen=True)
 class ShardDrift:
-    shard: str  # file name
+    shard: str  # path relative to the stage folder (the file name, pre-mixed)
     max_abs_drift: float
+
+
+@dataclass(frozen=True)
+class ShardGuarantee:
+    """What the cut promises, checked before any shard is written: every full shard (all but the
+    last of each shard folder) holds its planned shares within ``tolerance``, in the stage unit
+    (pre-mixed: the groups' shares; per group: the sources' shares inside their group)."""
+
+    tolerance: float
+    shard_amounts: dict[str, float]  # shard folder ("." for the stage folder) -> shard size in the unit
+    full_shards: int
+    achievable: float  # worst full-shard drift of the cut: the tightest tolerance this shard size holds
+    held: bool  # achievable <= tolerance
+    worst_shard: str | None = None  # path relative to the stage folder
+    worst_group: str | None = None  # the group furthest from its share there
+    worst_source: str | None = None  # per group: the source of worst_group furthest from its share
+    worst_share: float | None = None  # its share in worst_shard
+    worst_planned: float | None = None  # its planned share there
+    max_sample_cost: float | None = None  # the most one of its samples costs, in the unit
+    suggestion: str | None = None  # a shard size that holds the tolerance ("max_samples: 2000"), when not held
+    message: str | None = None  # what the mixer said before writing, when not held
 
 
 @dataclass(frozen=True)
@@ -146,13 +168,15 @@ class MixReport:
     groups: dict[str, GroupReport]
     shortfalls: list[Shortfall]
     shards: int  # how many
-    shard_drift: list[ShardDrift]  # pre-mixed only
+    shard_drift: list[ShardDrift]  # every shard (per group: of its sources' shares inside the group)
     max_shard_drift: float
-    within_tolerance: bool | None  # None: per-group shards (no drift against the whole mix)
+    within_tolerance: bool | None  # every full shard within the tolerance (None: an older per-group report)
     prefix_drift: list[PrefixDrift]  # pre-mixed only
     skipped: list[dict[str, str]]  # {"id", "key", "error"}: media unreadable at mix time
     blend: list[BlendEntry]  # per-group only
     input_fingerprint: str
+    max_full_shard_drift: float | None = None  # over full shards (all but the last of each folder): what is guaranteed
+    guarantee: ShardGuarantee | None = field(default=None, metadata=OMIT_NONE)  # checked before writing
 
     def to_json(self) -> dict[str, Any]:
         """The report.json document."""
@@ -170,6 +194,7 @@ class MixReport:
             shard_drift=[_of(ShardDrift, s) for s in d["shard_drift"]],
             prefix_drift=[_of(PrefixDrift, p) for p in d["prefix_drift"]],
             blend=[_of(BlendEntry, b) for b in d["blend"]],
+            guarantee=_of(ShardGuarantee, d["guarantee"]) if d.get("guarantee") else None,
         )
 
 

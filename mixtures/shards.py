@@ -72,6 +72,7 @@ class ShardStats:
     skipped: list[dict[str, str]] = field(default_factory=list)  # {"id", "key", "error"}
     by_group: dict[str, dict[str, float]] = field(default_factory=dict)  # group -> unit -> amount
     by_phase: dict[str, dict[str, float]] = field(default_factory=dict)  # phase -> group -> amount in the unit
+    by_phase_source: dict[str, dict[str, float]] = field(default_factory=dict)  # phase -> source -> amount in the unit
     by_layout: dict[str, int] = field(default_factory=dict)
     by_modality: dict[str, int] = field(default_factory=dict)
     by_source: dict[str, int] = field(default_factory=dict)
@@ -172,6 +173,7 @@ class _Counts:
         self.skipped: list[dict[str, str]] = []
         self.by_group: dict[str, dict[str, float]] = {}
         self.by_phase: dict[str, dict[str, float]] = {}
+        self.by_phase_source: dict[str, dict[str, float]] = {}
         self.by: dict[str, dict[str, int]] = {k: defaultdict(int) for k in ("layout", "modality", "source", "member", "text_first")}
 
     def add(self, s: ShardSample, row: dict[str, Any], members: list[str]) -> None:
@@ -183,6 +185,7 @@ class _Counts:
         for unit, value in s.cost.items():
             g[unit] += value
         self.by_phase.setdefault(str(s.phase), defaultdict(float))[s.group] += s.cost[self.unit]
+        self.by_phase_source.setdefault(str(s.phase), defaultdict(float))[row["source"]] += s.cost[self.unit]
         self.samples += 1
         self.by["layout"][row.get("layout") or "unknown"] += 1
         self.by["source"][row["source"]] += 1
@@ -195,6 +198,7 @@ class _Counts:
             shard=Path(job.path).name, stage=job.stage, unit=job.unit, samples=self.samples, bytes=len(data),
             sha256=hashlib.sha256(data).hexdigest(), skipped=self.skipped,
             by_group={g: dict(v) for g, v in self.by_group.items()}, by_phase={k: dict(v) for k, v in self.by_phase.items()},
+            by_phase_source={k: dict(v) for k, v in self.by_phase_source.items()},
             by_layout=dict(self.by["layout"]), by_modality=dict(self.by["modality"]), by_source=dict(self.by["source"]),
             by_member=dict(self.by["member"]), text_first=dict(self.by["text_first"]),
             shares={g: (v.get(self.unit, 0.0) / total if total else 0.0) for g, v in sorted(self.by_group.items())},
