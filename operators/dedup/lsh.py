@@ -1,6 +1,7 @@
 """LSH key arithmetic shared by the near-duplicate operators: 64-bit keys as Arrow int64, padded
-per-row key matrices, candidate pairs inside buckets, and the smallest shared key of a pair (so a
-pair that shares several keys is verified once, in one bucket)."""
+per-row key matrices, candidate pairs inside buckets, the smallest shared key of a pair (so a
+pair that shares several keys is verified once, in one bucket), and hot keys (buckets too big
+to verify all their pairs)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,17 @@ import pyarrow.compute as pc
 
 from schemas.hashing import mix64
 
-__all__ = ["PAD", "KeyLists", "as_key", "bucket_pairs", "cap_keys", "cap_key_matrix", "first_shared_key", "key_matrix"]
+__all__ = [
+    "PAD",
+    "KeyLists",
+    "as_key",
+    "bucket_pairs",
+    "cap_key_matrix",
+    "cap_keys",
+    "first_shared_key",
+    "hot_keys",
+    "key_matrix",
+]
 
 PAD = np.iinfo(np.int64).max  # padding of the per-row key matrix: never a real key
 
@@ -84,25 +95,52 @@ def key_matrix(keys_col: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return out
 
 
-class KeyLists:
-    """Rows of a list<int64> column as padded key matrices, gathered on demand."""
+def hot_keys(keys: np.ndarray, cap: int | None) -> np.ndarray:
+    """The keys (sorted) that more than ``cap`` of the given key rows share (none when cap is None)."""
+    keys = np.asarray(keys, dtype=np.int64)
+    if cap is None or len(keys) <= cap:
+        return np.zeros(0, np.int64)
+    values, counts = np.unique(keys, return_counts=True)
+    return values[counts > cap]
 
-    def __init__(self, col: pa.ChunkedArray | pa.Array) -> None:
+
+class KeyLists:
+    """Rows of a list<int64> column as padded key matrices, gathered on demand; with ``hot``
+    (sorted keys), each entry also knows whether it is a hot key."""
+
+    def __init__(self, col: pa.ChunkedArray | pa.Array, hot: np.ndarray | None = None) -> None:
         arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
         self.offsets = arr.offsets.to_numpy().astype(np.int64)
         self.values = arr.values.to_numpy(zero_copy_only=False).astype(np.int64)
         lengths = np.diff(self.offsets)
         self.width = int(lengths.max()) if len(lengths) else 1
+        self.hot = np.isin(self.values, hot) if hot is not None and len(hot) else None
 
-    def __call__(self, rows: np.ndarray) -> np.ndarray:
+    def _gather(self, rows: np.ndarray, values: np.ndarray, pad) -> np.ndarray:
         start, end = self.offsets[rows], self.offsets[rows + 1]
         lengths = end - start
         width = max(1, int(lengths.max()) if len(lengths) else 1)
-        out = np.full((len(rows), width), PAD, dtype=np.int64)
+        out = np.full((len(rows), width), pad, dtype=values.dtype)
         r = np.repeat(np.arange(len(rows)), lengths)
         c = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        out[r, c] = self.values[np.repeat(start, lengths) + c]
+        out[r, c] = values[np.repeat(start, lengths) + c]
         return out
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        return self._gather(rows, self.values, PAD)
+
+    def shared(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per pair of rows (x[i], y[i]): (smallest shared key that is not hot, smallest shared
+        hot key, number of shared keys); PAD where there is none."""
+        kx, ky = self(x), self(y)
+        eq = (kx[:, :, None] == ky[:, None, :]).any(axis=2) & (kx != PAD)
+        count = eq.sum(axis=1)
+        if self.hot is None:
+            return np.where(eq, kx, PAD).min(axis=1), np.full(len(x), PAD, np.int64), count
+        hx = self._gather(x, self.hot, False)
+        cold = np.where(eq & ~hx, kx, PAD).min(axis=1)
+        hot = np.where(eq & hx, kx, PAD).min(axis=1)
+        return cold, hot, count
 
 
 def first_shared_key(kx: np.ndarray, ky: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

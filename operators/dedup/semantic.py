@@ -36,7 +36,6 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import Field
 
 from operators.base import StageContext
@@ -199,15 +198,20 @@ class SemanticDedup(NearDupOperator[SemanticDedupParams]):
     def verifier(self, summary: pa.Table):  # pragma: no cover - edges() does the work
         raise NotImplementedError
 
-    def edges(self, t: pa.Table) -> Iterator[Verified]:
+    def bucket_cap(self) -> int | None:
+        return None  # a cluster is compared in blocks, whatever its size: no hot buckets
+
+    def keys_per_row(self) -> int:
+        return self.params.cluster_probes
+
+    def edges(self, bucket: np.ndarray, pos: np.ndarray, sigs: pa.Table, hot: np.ndarray, counts: dict[str, int]) -> Iterator[Verified]:
+        """Key rows sorted by (cluster, row) -> pairs of positions in ``sigs`` above the threshold."""
         p = self.params
-        if t.num_rows < 2:
+        if len(bucket) < 2:
             return
-        order = pc.sort_indices(t["_key"]).to_numpy()  # stable: each cluster is one run of rows
-        col = t["embedding"].combine_chunks()
-        emb = col.values.to_numpy().reshape(len(col), -1)[order]
-        bucket = t["_key"].to_numpy()[order]
-        km = key_matrix(t["_keys"])[order] if p.cluster_probes > 1 else None
+        col = sigs["embedding"].combine_chunks()
+        emb = col.values.to_numpy().reshape(len(col), -1)[pos]  # each cluster is one run of rows
+        km = key_matrix(sigs["_keys"])[pos] if p.cluster_probes > 1 else None
         starts = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
         ends = np.r_[starts[1:], len(bucket)]
         for lo, hi in zip(starts.tolist(), ends.tolist(), strict=True):
@@ -231,4 +235,4 @@ class SemanticDedup(NearDupOperator[SemanticDedupParams]):
                         smallest, _ = first_shared_key(km[left], km[right])
                         once = smallest == bucket[left]
                         left, right, score = left[once], right[once], score[once]
-                    yield Verified(order[left], order[right], score, None, n_pairs)
+                    yield Verified(pos[left], pos[right], score, None, n_pairs)

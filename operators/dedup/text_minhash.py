@@ -177,6 +177,9 @@ class TextMinhashDedup(NearDupOperator[TextMinhashParams]):
             "shingle": f"{p.shingle} {p.shingle_size}-grams",
         }
 
+    def keys_per_row(self) -> int:
+        return min(self.params.max_keys, self.params.bands)
+
     def texts(self, live: pa.Table) -> list[str]:
         p = self.params
         cols = [c for c in dict.fromkeys(p.fields) if c in live.column_names]
