@@ -401,3 +401,114 @@ def test_crop_views_find_cropped_copies(cropped):
     assert ImagePhashDedup().thresholds()["crop_bands"] == 5
     with pytest.raises(ValidationError):
         ImagePhashDedup({"lsh_bits": "phash", "crop_bands": 65})
+
+
+# ----------------------------------------------------------------------------- scale: hot buckets, references
+
+
+def decisions_of(op, ph, dh) -> tuple[dict[str, dict], dict]:
+    partials = op.decide(summary_of(op, ph, dh))
+    decisions = op.combine(partials)
+    return {d["id"]: d for d in decisions.to_pylist()}, op.report(partials, decisions)["stats"]
+
+
+def test_a_hot_bucket_of_identical_rows_makes_star_edges_and_one_group():
+    """5000 identical signatures share all their LSH keys: each key's bucket is hot (more than
+    max_bucket members), so every row is checked against a representative, not all 12.5M pairs."""
+    g, strangers = 5000, 200
+    rng = np.random.default_rng(3)
+    ph = np.concatenate([np.full(g, 0xF0F0_1234_5678_9ABC, np.uint64), rng.integers(0, 2**63, strangers, dtype=np.uint64)])
+    dh = np.concatenate([np.full(g, 0x0FF0_4321_8765_CBA9, np.uint64), rng.integers(0, 2**63, strangers, dtype=np.uint64)])
+    op = ImagePhashDedup({"crops": False})
+    d, stats = decisions_of(op, ph, dh)
+    assert stats["edges"] <= g - 1  # a star, once per pair although the rows share all 6 keys
+    assert stats["candidate_pairs"] <= op.params.bands * g  # checks: a few per row, not g^2/2
+    assert stats["hot_buckets"] == op.params.bands and stats["hot_unverified"] == 0
+    assert {r["duplicate_of"] for r in d.values()} == {None, "r000000"}
+    assert len(d) == g and {r["group_size"] for r in d.values()} == {g}
+    assert not any(f"r{i:06d}" in d for i in range(g, g + strangers))
+
+
+def test_near_identical_rows_in_hot_buckets_join_one_group():
+    """3000 "blank" images a few bits apart: their buckets are hot, their key sets differ a little,
+    and they still end in one group through the representatives. (The buckets of the bands a
+    flipped bit touches hold ~80 rows each: max_bucket 50 makes them hot too; buckets up to
+    max_bucket are checked pair by pair.) A row's buckets have different representatives, so it
+    gets at most one star edge per key: linear, not g^2/2."""
+    g = 3000
+    rng = np.random.default_rng(4)
+    noise = np.zeros(g, np.uint64)
+    for _ in range(2):  # two random bits of the 128 flipped per row
+        noise |= np.uint64(1) << rng.integers(0, 64, g).astype(np.uint64)
+    ph = np.full(g, 0, np.uint64) ^ noise
+    dh = np.full(g, 0, np.uint64) ^ np.roll(noise, 7)
+    op = ImagePhashDedup({"crops": False, "max_bucket": 50})
+    d, stats = decisions_of(op, ph, dh)
+    assert stats["hot_buckets"] >= 6 and stats["hot_unverified"] == 0
+    assert stats["edges"] <= op.params.bands * g and stats["candidate_pairs"] <= op.params.bands * g * 2
+    assert len(d) == g and {r["group_size"] for r in d.values()} == {g}
+
+
+def test_pairs_that_share_a_hot_key_are_still_found_by_their_other_keys():
+    """A hot bucket of unrelated rows (a band value many rows share by chance) is checked only
+    against representatives, but two real copies inside it share other keys and are found there."""
+    n, planted = 3000, 40
+    rng = np.random.default_rng(5)
+    ph = rng.integers(0, 2**63, n, dtype=np.uint64)
+    dh = rng.integers(0, 2**63, n, dtype=np.uint64)
+    ph &= ~np.uint64((1 << 64) - (1 << 42))  # the first 22 bits equal: every row shares band 0
+    ph[n - planted :] = ph[:planted] ^ np.uint64(0b101)  # near copies
+    dh[n - planted :] = dh[:planted]
+    op = ImagePhashDedup({"crops": False, "max_bucket": 1000})
+    d, stats = decisions_of(op, ph, dh)
+    assert stats["hot_buckets"] == 1 and stats["hot_members"] == n
+    assert stats["hot_unverified"] > 0  # the unrelated members are not checked pair by pair
+    assert {k: v["duplicate_of"] for k, v in d.items() if v["duplicate_of"]} == {
+        f"r{n - planted + i:06d}": f"r{i:06d}" for i in range(planted)
+    }
+    assert stats["candidate_pairs"] < 10 * n
+
+
+def reference(op, rows: list[dict]) -> dict[str, dict]:
+    """What the old path decided, by brute force: every pair of rows sharing at least
+    min_shared_keys of their (capped) keys is verified once, then the same components."""
+    from operators.dedup.near import _entries, _partial
+
+    table = to_table(rows)
+    live = table.filter(pa.array(op.eligible(table)))
+    summary = op.summary_from_signatures(live, op.signatures(live))
+    t = summary.rows
+    keys = [set(k) for k in t["_keys"].to_pylist()]
+    pairs = [(i, j) for i in range(len(keys)) for j in range(i + 1, len(keys)) if len(keys[i] & keys[j]) >= op.min_shared_keys]
+    parts = [_entries("counts", 1, candidates=pa.array([len(pairs)], pa.int64()))]
+    if pairs:
+        left, right = (np.array(x) for x in zip(*pairs, strict=True))
+        ok, score, detail = op.verifier(t)(left, right)
+        keep = np.flatnonzero(ok)
+        parts.append(
+            _partial("edge", t.select(["id", "primary", "seq", "locator", "has_text"]), left[keep], right[keep],
+                     score=np.asarray(score)[keep], detail=[detail[i] for i in keep] if detail else None)
+        )  # fmt: skip
+    return {d["id"]: d for d in op.combine(pa.concat_tables(parts)).to_pylist()}
+
+
+@pytest.mark.parametrize("corpus", ["photos", "cropped", "text"])
+def test_row_references_decide_as_the_old_path_did(corpus, request):
+    """The engine's steps in one process (hot-key pass, references, star buckets) give the same
+    decisions as verifying every candidate pair of the old self-contained summaries."""
+    if corpus == "text":
+        cases = [(TextMinhashDedup(), text_rows()), (TextMinhashDedup({"threshold": 0.5, "policy": "longest"}), text_rows())]
+    else:
+        rows = photo_rows(request.getfixturevalue(corpus))
+        cases = [(ImagePhashDedup(), rows), (ImagePhashDedup({"flip": True, "crops": False}), rows)]
+    for op, rows in cases:
+        want = reference(op, [dict(r) for r in rows])
+        for partitions in (1, 4):
+            got = {d["id"]: d for d in run_in_process(op, to_table([dict(r) for r in rows]), partitions).decisions.to_pylist()}
+            assert set(got) == set(want)
+            for k, w in want.items():
+                g = got[k]
+                assert (g["duplicate_of"], g["group_size"], g["survivor_locator"]) == (w["duplicate_of"], w["group_size"], w["survivor_locator"])
+                assert g["score"] == w["score"] or (np.isnan(g["score"]) and np.isnan(w["score"]))
+                if w["detail"] and not w["detail"].startswith("via "):
+                    assert g["detail"] == w["detail"]
