@@ -7,6 +7,14 @@ self-contained HTML page: per dedup stage, its thresholds and counts, the distri
 sizes, and the largest groups with each member's thumbnail (images; a frame for videos; a
 spectrogram for audio; the text for text rows) and the detail that names the distance or
 similarity. Returns the same numbers as a dict.
+
+It streams, in bounded memory: pass 1 reads four columns of the rejected files (status,
+operator, reason, duplicate_of) and counts reasons with Arrow group-bys; the (operator,
+survivor) pairs of the duplicates go through a ``curate.spill.Spill`` (held up to
+``SPILL_ROWS``, then spilled to disk by survivor id), so group sizes are counted one partition at
+a time and only the ``max_groups`` largest groups per operator are kept. Pass 2 reads the
+members of those groups (at most ``max_members - 1`` each, the first by locator) and their
+survivors, the only whole records the report holds.
 """
 
 from __future__ import annotations
@@ -24,22 +32,25 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from curate.spill import Spill, group_counts
 from schemas.enums import Status
 
 __all__ = ["write_dedup_report"]
 
 _THUMB = 112
+#: duplicate rows (operator, survivor id) held before pass 1 spills them to disk
+SPILL_ROWS = 2_000_000
 _COLUMNS = ["id", "locator", "source", "layout", "media", "caption", "text", "transcript", "status", "status_operator",
             "status_reason", "status_detail", "duplicate_of", "scores"]  # fmt: skip
 
 
-def _read(folder: Path) -> pa.Table | None:
-    files = sorted(folder.rglob("*.parquet")) if folder.exists() else []
-    tables = []
-    for f in files:
-        t = pq.read_table(f)
-        tables.append(t.select([c for c in _COLUMNS if c in t.column_names]))
-    return pa.concat_tables(tables, promote_options="default") if tables else None
+def _files(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*.parquet")) if folder.exists() else []
+
+
+def _select(pf: pq.ParquetFile, columns: list[str] | tuple[str, ...]) -> list[str]:
+    names = pf.schema_arrow.names
+    return [c for c in columns if c in names]
 
 
 def _thumbnail(row: dict[str, Any]) -> str | None:
@@ -100,51 +111,135 @@ def _card(row: dict[str, Any], role: str, with_thumbs: bool) -> str:
     )
 
 
+def _group_stats(rejected: list[Path], max_groups: int) -> tuple[dict[str, dict[str, Any]], dict[str, list[tuple[str, int]]]]:
+    """Pass 1: per operator, duplicates, reasons (first-seen order), group sizes and the
+    ``max_groups`` largest groups as (survivor id, duplicates), largest first, ties by id."""
+    ops: dict[str, dict[str, Any]] = {}
+    largest: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    with Spill(SPILL_ROWS, key="duplicate_of") as spill:
+        for f in rejected:
+            pf = pq.ParquetFile(f)
+            cols = _select(pf, ("status", "status_operator", "status_reason", "duplicate_of"))
+            if "status" not in cols or "duplicate_of" not in cols:
+                continue
+            for batch in pf.iter_batches(columns=cols, batch_size=65536):
+                t = pa.Table.from_batches([batch])
+                t = t.filter(pc.fill_null(pc.equal(t["status"], Status.DUPLICATE.value), False))
+                if t.num_rows == 0:
+                    continue
+                op_col = t["status_operator"] if "status_operator" in t.column_names else pa.nulls(t.num_rows, pa.string())
+                op = pc.fill_null(pc.if_else(pc.equal(op_col, ""), pa.scalar(None, pa.string()), op_col), "?")
+                reason = t["status_reason"] if "status_reason" in t.column_names else pa.nulls(t.num_rows, pa.string())
+                for name, r, n in group_counts(op, reason):
+                    entry = ops.setdefault(name, {"duplicates": 0, "groups": 0, "sizes": Counter(), "reasons": Counter()})
+                    entry["duplicates"] += n
+                    entry["reasons"][r] += n
+                spill.add(pa.table({"op": op, "duplicate_of": t["duplicate_of"]}))
+        for part in spill.partitions():
+            g = part.group_by(["op", "duplicate_of"]).aggregate([([], "count_all")])
+            for name in pc.unique(g["op"]).to_pylist():
+                mine = g.filter(pc.equal(g["op"], name))
+                counts = mine["count_all"].to_numpy()
+                sizes, freq = np.unique(counts + 1, return_counts=True)
+                entry = ops[name]
+                entry["groups"] += mine.num_rows
+                entry["sizes"].update(dict(zip(sizes.tolist(), freq.tolist(), strict=True)))
+                top = mine.take(pc.sort_indices(mine, sort_keys=[("count_all", "descending"), ("duplicate_of", "ascending")])).slice(0, max_groups)
+                both = largest[name] + list(zip(top["duplicate_of"].to_pylist(), top["count_all"].to_pylist(), strict=True))
+                largest[name] = sorted(both, key=lambda kv: (-kv[1], kv[0] if kv[0] is not None else ""))[:max_groups]
+    return ops, largest
+
+
+def _members(rejected: list[Path], largest: dict[str, list[tuple[str, int]]], keep: int) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """Pass 2: the first ``keep`` members (by locator) of each shown group."""
+    wanted = {(op, sid) for op, groups in largest.items() for sid, _ in groups}
+    ids = pa.array(sorted({sid for _, sid in wanted if sid is not None}), pa.string())
+    held: pa.Table | None = None
+    if keep <= 0 or not len(ids):
+        return {}
+    for f in rejected:
+        pf = pq.ParquetFile(f)
+        if "duplicate_of" not in pf.schema_arrow.names:
+            continue
+        t = pf.read(columns=_select(pf, ("status", "duplicate_of")))
+        mask = pc.fill_null(pc.and_(pc.equal(t["status"], Status.DUPLICATE.value), pc.is_in(t["duplicate_of"], value_set=ids)), False)
+        if not pc.any(mask).as_py():
+            continue
+        rows = pa.array(np.flatnonzero(mask.to_numpy(zero_copy_only=False)))
+        t = pf.read(columns=_select(pf, _COLUMNS)).take(rows)
+        op_col = t["status_operator"] if "status_operator" in t.column_names else pa.nulls(t.num_rows, pa.string())
+        op = pc.fill_null(pc.if_else(pc.equal(op_col, ""), pa.scalar(None, pa.string()), op_col), "?")
+        t = t.append_column("_group", pc.binary_join_element_wise(op, t["duplicate_of"], "\x1f"))
+        held = t if held is None else pa.concat_tables([held, t], promote_options="default")
+        held = held.take(pc.sort_indices(held, sort_keys=[("_group", "ascending"), ("locator", "ascending")]))  # stable
+        codes = pc.dictionary_encode(held["_group"].combine_chunks()).indices.to_numpy(zero_copy_only=False)
+        starts = np.r_[0, np.flatnonzero(np.diff(codes)) + 1]
+        rank = np.arange(len(codes)) - np.repeat(starts, np.diff(np.r_[starts, len(codes)]))
+        held = held.filter(pa.array(rank < keep))
+    out: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in held.to_pylist() if held is not None else []:
+        key = (r.get("status_operator") or "?", r["duplicate_of"])
+        if key in wanted and len(out[key]) < keep:
+            out[key].append(r)
+    return out
+
+
+def _survivors(folders: list[list[Path]], ids: set[str]) -> dict[str, dict[str, Any]]:
+    """The records of ``ids``: the first found, kept rows before rejected ones."""
+    found: dict[str, dict[str, Any]] = {}
+    for files in folders:
+        for f in files:
+            todo = pa.array(sorted(ids - set(found)), pa.string())
+            if not len(todo):
+                return found
+            pf = pq.ParquetFile(f)
+            t = pf.read(columns=["id"])
+            mask = pc.is_in(t["id"], value_set=todo)
+            if not pc.any(mask).as_py():
+                continue
+            rows = pa.array(np.flatnonzero(mask.to_numpy(zero_copy_only=False)))
+            for r in pf.read(columns=_select(pf, _COLUMNS)).take(rows).to_pylist():
+                found.setdefault(r["id"], r)
+    return found
+
+
 def write_dedup_report(run_dir: Path, out_html: Path, *, max_groups: int = 12, max_members: int = 6, thumbnails: bool = True) -> dict:
     """Write the dedup report of the run in ``run_dir`` to ``out_html``; returns its numbers."""
     run_dir, out_html = Path(run_dir), Path(out_html)
-    rejected = _read(run_dir / "rejected")
-    kept = _read(run_dir / "samples")
+    rejected = _files(run_dir / "rejected")
     thresholds: dict[str, Any] = {}
     for f in sorted((run_dir / "artifacts").glob("*/dedup.json")):
         body = json.loads(f.read_text())
         thresholds[body.get("stage") or f.parent.name] = body
-    dups = rejected.filter(pc.equal(rejected["status"], Status.DUPLICATE.value)) if rejected is not None else None
-    rows_by_id: dict[str, dict[str, Any]] = {}
-    for t in (kept, rejected):
-        if t is not None:
-            for r in t.to_pylist():
-                rows_by_id.setdefault(r["id"], r)
+    ops, largest = _group_stats(rejected, max_groups)
+    members = _members(rejected, largest, max_members - 1)
+    wanted = {sid for groups in largest.values() for sid, _ in groups if sid is not None}
+    rows_by_id = _survivors([_files(run_dir / "samples"), rejected], wanted)
     stats: dict[str, Any] = {"run": str(run_dir), "duplicates": 0, "operators": {}}
     sections = []
-    by_op: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in dups.to_pylist() if dups is not None else []:
-        by_op[r["status_operator"] or "?"].append(r)
-    for op_name in sorted(set(by_op) | set(thresholds)):
-        members = by_op.get(op_name, [])
-        groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for r in members:
-            groups[r["duplicate_of"]].append(r)
-        sizes = Counter(len(v) + 1 for v in groups.values())
+    for op_name in sorted(set(ops) | set(thresholds)):
+        entry = ops.get(op_name) or {"duplicates": 0, "groups": 0, "sizes": Counter(), "reasons": Counter()}
         info = thresholds.get(op_name, {})
         op_stats = {
-            "duplicates": len(members),
-            "groups": len(groups),
-            "group_sizes": {str(k): v for k, v in sorted(sizes.items())},
-            "reasons": dict(Counter(r["status_reason"] for r in members)),
+            "duplicates": entry["duplicates"],
+            "groups": entry["groups"],
+            "group_sizes": {str(k): v for k, v in sorted(entry["sizes"].items())},
+            "reasons": dict(entry["reasons"]),
             "thresholds": info.get("thresholds", {}),
             "counters": info.get("stats", {}),
         }
         stats["operators"][op_name] = op_stats
-        stats["duplicates"] += len(members)
-        sections.append(_section(op_name, op_stats, groups, rows_by_id, max_groups, max_members, thumbnails))
+        stats["duplicates"] += entry["duplicates"]
+        groups = [(sid, n, members.get((op_name, sid), [])) for sid, n in largest.get(op_name, [])]
+        sections.append(_section(op_name, op_stats, groups, rows_by_id, max_members, thumbnails))
     out_html.parent.mkdir(parents=True, exist_ok=True)
     out_html.write_text(_page(stats, sections), encoding="utf-8")
     stats["html"] = str(out_html)
     return stats
 
 
-def _section(op_name, op_stats, groups, rows_by_id, max_groups, max_members, thumbnails) -> str:
+def _section(op_name, op_stats, groups, rows_by_id, max_members, thumbnails) -> str:
+    """``groups``: (survivor id, duplicates in the group, the members shown), largest first."""
     th = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in op_stats["thresholds"].items())
     ctr = ", ".join(f"{k} {v}" for k, v in op_stats["counters"].items())
     hist = "".join(
@@ -157,14 +252,13 @@ def _section(op_name, op_stats, groups, rows_by_id, max_groups, max_members, thu
         f"<p class='counters'>{html.escape(ctr)}</p>" if ctr else "",
         f"<h3>group sizes</h3><table class='hist'><tr><th>size</th><th>groups</th></tr>{hist}</table>" if hist else "",
     ]
-    biggest = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:max_groups]
-    for survivor_id, members in biggest:
+    for survivor_id, n, members in groups:
         survivor = rows_by_id.get(survivor_id, {"id": survivor_id, "locator": f"(survivor {survivor_id} not in this run's outputs)"})
         cards = [_card(survivor, "survivor", thumbnails)]
-        cards += [_card(m, "duplicate", thumbnails) for m in sorted(members, key=lambda m: m["locator"])[: max_members - 1]]
-        more = len(members) - (max_members - 1)
+        cards += [_card(m, "duplicate", thumbnails) for m in members[: max_members - 1]]
+        more = n - (max_members - 1)
         extra = f'<div class="more">+{more} more</div>' if more > 0 else ""
-        parts.append(f'<div class="group"><div class="gh">group of {len(members) + 1}</div>{"".join(cards)}{extra}</div>')
+        parts.append(f'<div class="group"><div class="gh">group of {n + 1}</div>{"".join(cards)}{extra}</div>')
     parts.append("</section>")
     return "\n".join(parts)
 

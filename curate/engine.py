@@ -152,8 +152,9 @@ class Engine:
                 ran = self._run_segment(seg, force=rerun_rest, info=info)
                 rerun_rest = rerun_rest or ran
                 info["segments"][-1]["seconds"] = round(time.time() - started, 3)
-        info["elapsed_s"] = round(time.time() - t0, 3)
-        return finalize(self.out, self.loaded, self._segment_dir(self.segments[-1]), info, plan=self.plan)
+            info["elapsed_s"] = round(time.time() - t0, 3)
+            # per-file partial counts and the explain index, as Ray tasks on the same cluster
+            return finalize(self.out, self.loaded, self._segment_dir(self.segments[-1]), info, plan=self.plan)
 
     # -- the unit plan: fingerprints, planned counts, resume ----------------------------------
     def _unit_plan(self, planned: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
