@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from curate.report import wide_console
+
 app = typer.Typer(help="nmm-curate: curate multimodal corpora on Ray and mix them into stage shards.", no_args_is_help=True)
-console = Console()
-err = Console(stderr=True)
+console = wide_console()  # not a terminal (CI, logs, | tee): COLUMNS or 200 columns, not 80
+err = wide_console(stderr=True)
 
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a config value: dotted.key=value (repeatable)")]
 
@@ -354,6 +355,68 @@ def dedup_report(
         t.add_row(name, str(s["duplicates"]), str(s["groups"]), str(largest), ", ".join(f"{k}={v}" for k, v in s["thresholds"].items()))
     console.print(t)
     console.print(f"wrote {out_html}")
+
+
+@app.command()
+def explain(
+    run_dir: Annotated[Path, typer.Argument(help="a finished run's output folder (the --output of `curate run`)")],
+    record_id: Annotated[str | None, typer.Argument(metavar="[ID]", help="the sample's id (or a unique prefix of 4+ characters)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON document")] = False,
+    shards: Annotated[Path | None, typer.Option(help="a `curate mix` output: list the shards and epochs that carry the sample (scans the shards)")] = None,
+    reason: Annotated[str | None, typer.Option(help="list rows of one reason instead: REASON or OPERATOR:REASON")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="rows listed with --reason")] = 20,
+    reindex: Annotated[bool, typer.Option(help="(re)build the explain index of a finished run from its samples/ and rejected/")] = False,
+) -> None:
+    """Everything about one sample: source, lineage with scores, status and reason, the survivor and evidence of a duplicate, buckets and route rules, shards."""
+    from curate import explain as ex
+
+    if not (run_dir / "summary.json").exists():
+        err.print(f"[red]error:[/red] {run_dir} holds no finished run (no summary.json)", highlight=False)
+        raise typer.Exit(1)
+    if reindex:
+        built = ex.rebuild(run_dir)
+        err.print(f"wrote {run_dir}/explain: {built['rows']} rows in {built['partitions']} partitions", highlight=False)
+        if record_id is None and reason is None:
+            return
+    if record_id is None and reason is None:
+        err.print("[red]error:[/red] give a sample ID or --reason REASON", highlight=False)
+        raise typer.Exit(2)
+    try:
+        if reason is not None:
+            rows = ex.examples(run_dir, reason, limit)
+            if not rows:
+                known = ", ".join(ex.known_reasons(run_dir)) or "none"
+                err.print(f"[red]error:[/red] no row of {run_dir} has reason {reason!r}; reasons in this run: {known}", highlight=False)
+                raise typer.Exit(1)
+            if as_json:
+                sys.stdout.write(json.dumps(rows, indent=1, default=str) + "\n")
+            else:
+                ex.render_examples(rows, reason, console)
+            return
+        assert record_id is not None
+        doc = ex.explain(run_dir, record_id, shards=shards)
+    except ex.IndexMissing:
+        err.print(
+            f"[red]error:[/red] {run_dir} has no explain index (a run finished before `curate explain` existed); "
+            f"build it with: curate explain {run_dir} --reindex",
+            highlight=False,
+        )
+        raise typer.Exit(1) from None
+    except ex.AmbiguousId as e:
+        err.print(f"[red]error:[/red] {len(e.candidates)}+ samples have ids starting with {record_id!r}:", highlight=False)
+        for c in e.candidates:
+            err.print(f"  {c['id']}  {c.get('locator')}", highlight=False)
+        raise typer.Exit(1) from None
+    except ex.UnknownId:
+        err.print(f"[red]error:[/red] no sample with id {record_id!r} in {run_dir}", highlight=False)
+        raise typer.Exit(1) from None
+    except FileNotFoundError as e:
+        err.print(f"[red]error:[/red] {e}", highlight=False)
+        raise typer.Exit(1) from None
+    if as_json:
+        sys.stdout.write(json.dumps(doc, indent=1, default=str) + "\n")
+        return
+    ex.render(doc, console)
 
 
 def main() -> None:  # pragma: no cover

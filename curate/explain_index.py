@@ -214,7 +214,7 @@ def stage_info(loaded: Any) -> list[dict[str, Any]]:
         info: dict[str, Any] = {"name": st.spec.stage_name, "op": st.spec.op, "writes": sorted(getattr(st.op, "writes", {}) or {})}
         params = st.op.params
         if st.spec.op == "route":
-            info["rules"] = [r.model_dump(mode="json") for r in params.rules]
+            info["rules"] = [r.model_dump(mode="json", by_alias=True) for r in params.rules]
             info["unmatched"] = params.unmatched
         out.append(info)
     readers = {}
@@ -260,7 +260,7 @@ class ExplainIndex:
         rows: list[dict[str, Any]] = []
         for g in self._groups(pf, record_id, record_id):
             t = pf.read_row_group(g)
-            rows += t.filter(pc.equal(t["id"], record_id)).to_pylist()
+            rows += _dicts(t.filter(pc.equal(t["id"], record_id)))
         return rows
 
     def by_prefix(self, prefix: str, limit: int = 10) -> list[dict[str, Any]]:
@@ -274,7 +274,7 @@ class ExplainIndex:
             pf = pq.ParquetFile(path)
             for g in self._groups(pf, prefix, prefix + "\U0010ffff"):
                 t = pf.read_row_group(g)
-                rows += t.filter(pc.starts_with(t["id"], prefix)).to_pylist()
+                rows += _dicts(t.filter(pc.starts_with(t["id"], prefix)))
                 if len(rows) >= limit:
                     return rows[:limit]
         return rows
@@ -308,6 +308,13 @@ class ExplainIndex:
             for g in range(pf.metadata.num_row_groups):
                 t = pf.read_row_group(g, columns=list(EXAMPLE_COLUMNS))
                 yield from t.filter(_reason_mask(t, reason)).to_pylist()
+
+
+def _dicts(t: pa.Table) -> list[dict[str, Any]]:
+    rows = t.to_pylist()
+    for r in rows:
+        r["scores"] = dict(r.get("scores") or [])
+    return rows
 
 
 def _reason_mask(t: pa.Table, reason: str) -> pa.Array:

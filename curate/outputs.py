@@ -39,6 +39,7 @@ plan (``ledger_counts`` of loose files) only (1) is checked.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections import Counter, defaultdict
@@ -309,12 +310,10 @@ def _media_counts(table: pa.Table) -> tuple[dict[str, list[int]], dict[str, list
             continue
         rows = lacking.filter(pc.equal(lacking["source"], src)).slice(0, _MISSING_SAMPLES).to_pylist()
         found: list[tuple[str, str]] = []
-        for r in rows:
+        for r in rows:  # which of a row's media is missing is not recorded: the driver looks (os.path.exists)
             manifest = str(r["locator"]).rsplit(":", 1)[0]
-            for m in r["media"] or []:
-                if m and m.get("uri") and (m.get("error_reason") == "missing_file" or str(m.get("error") or "").startswith("missing_file")):
-                    found.append((manifest, m["uri"]))
-        samples[src] = found[:_MISSING_SAMPLES]
+            found += [(manifest, m["uri"]) for m in r["media"] or [] if m and m.get("uri") and not m.get("member")]
+        samples[src] = found[: 4 * _MISSING_SAMPLES]
     return sums, samples
 
 
@@ -396,7 +395,9 @@ def _media_summary(media: dict[str, list[int]], missing: dict[str, list[tuple[st
         if not miss or miss * 2 < ref or hint_of is None or not missing.get(src):
             continue
         manifest = missing[src][0][0]
-        uris = [u for m, u in missing[src] if m == manifest]
+        uris = [u for m, u in missing[src] if m == manifest and "://" not in u and not os.path.exists(u)][:_MISSING_SAMPLES]
+        if not uris:
+            continue
         try:
             hint = hint_of(manifest, uris)
         except Exception:  # noqa: BLE001 - a suggestion, never a failure
@@ -449,17 +450,18 @@ def finalize(
             mine[1] += miss
         for src, found in partial["missing"].items():
             have = missing.setdefault(src, [])
-            have += found[: _MISSING_SAMPLES - len(have)]
+            have += found[: 4 * _MISSING_SAMPLES - len(have)]
     _concat_files(quarantine, out / "quarantine.jsonl")
     index_dir = out / xi.INDEX_DIR
     hours = HoursSum()
-    repeated = 0
+    repeated = indexed = 0
     for result in _tasks(xi.reduce_partition, [(p, runs, str(index_dir)) for p in range(partitions)], parallel):
         hours.merge_state(result["hours"])
         repeated += result["repeated_ids"]
+        indexed += result["rows"]
     ex_table = examples if examples is not None else pa.table({c: pa.array([], pa.string()) for c in xi.EXAMPLE_COLUMNS})
     atomic_write_parquet(ex_table, index_dir / "reasons.parquet")
-    xi.write_meta(out, partitions=partitions, rows=total_rows, repeated_ids=repeated, stages=xi.stage_info(loaded), examples=ex_table.num_rows)
+    xi.write_meta(out, partitions=partitions, rows=indexed, repeated_ids=repeated, stages=xi.stage_info(loaded), examples=ex_table.num_rows)
     shutil.rmtree(work, ignore_errors=True)
     media_missing, hints = _media_summary(media, missing, loaded)
     cfg = loaded.config

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-__all__ = ["print_summary"]
+__all__ = ["PLAIN_WIDTH", "print_summary", "wide_console"]
 
 _COLS = ("input", "kept", "dropped", "duplicate", "quarantined")
+#: columns of the tables when the output is not a terminal (CI, logs, ``| tee``) and COLUMNS is unset
+PLAIN_WIDTH = 200
+
+
+def wide_console(*, stderr: bool = False) -> Console:
+    """A Console as wide as the terminal; without a terminal, COLUMNS if set, else PLAIN_WIDTH
+    columns (rich would squeeze every table into 80 until "unders/tandin/g" is unreadable)."""
+    stream = sys.stderr if stderr else sys.stdout
+    is_tty = bool(getattr(stream, "isatty", None) and stream.isatty())
+    width = None if is_tty or os.environ.get("COLUMNS") else PLAIN_WIDTH
+    return Console(stderr=stderr, width=width)
 
 
 def _status_table(title: str, rows: dict[str, dict[str, int]], first: str) -> Table:
@@ -45,8 +59,21 @@ def _print_plan(plan: dict[str, Any] | None, console: Console) -> None:
         console.print(f"[red]{plan['unplanned_units']} units are not in the plan[/red] (left from an older plan?): {names}")
 
 
+def _print_media_missing(summary: dict[str, Any], console: Console) -> None:
+    """Sources where at least half the media their rows reference are missing (a wrong
+    media_root, most often), with the media_root that would find them when the reader can say."""
+    hints = summary.get("media_root_hints") or {}
+    for src, c in (summary.get("media_missing") or {}).items():
+        ref, miss = c.get("referenced", 0), c.get("missing", 0)
+        if miss > 0 and miss * 2 >= ref:
+            line = f"[red]{miss} of {ref} media missing in source {escape(src)}; set sources.{escape(src)}.params.media_root?[/red]"
+            if src in hints:
+                line += f" (media_root: {escape(repr(hints[src]))}, relative to the manifest's folder, would find them)"
+            console.print(line)
+
+
 def print_summary(summary: dict[str, Any], console: Console | None = None) -> None:
-    console = console or Console(stderr=False)
+    console = console or wide_console()
     counts = summary["counts"]
     console.print(_status_table("Rows by source", summary["by_source"], "source"))
     console.print(_status_table("Rows by layout", summary["by_layout"], "layout"))
@@ -67,6 +94,7 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
     hours = (summary.get("hours") or {}).get("total") or {}
     if any(hours.values()):
         console.print("media kept: " + ", ".join(f"{k} {v:.3f} h" for k, v in sorted(hours.items())))
+    _print_media_missing(summary, console)
     _print_plan(summary.get("plan"), console)
     ok = "[green]balanced[/green]" if summary["balanced"] else "[red]NOT BALANCED[/red]"
     derived = f" + derived {counts['derived']}" if counts.get("derived") else ""
