@@ -33,12 +33,8 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curate import explain_index as xi
 from curate.explain_index import ExplainIndex, IndexMissing
 
 __all__ = ["AmbiguousId", "IndexMissing", "UnknownId", "examples", "explain", "parse_duplicate_detail", "rebuild"]
@@ -126,19 +122,36 @@ def parse_duplicate_detail(detail: str | None, survivor_locator: str | None = No
     return out
 
 
-def _record(out: Path, file: str | None, row: int | None) -> dict[str, Any] | None:
-    """The published record at (file, row), every column; None when the file is gone."""
+#: record columns explain reads besides those the route rules look at
+_RECORD_COLUMNS = ("id", "content_hash", "source", "layout", "modalities", "media", "scores", "lineage", *_TEXT_FIELDS)
+
+
+def _route_columns(stages: list[dict[str, Any]]) -> set[str]:
+    """The record fields the route rules of ``stages`` read (top-level names)."""
+    names: set[str] = set()
+    for st in stages:
+        for rule in st.get("rules") or []:
+            when = rule.get("when") or {}
+            fields = [*(when.get("has") or []), *(when.get("missing") or []), *(r.get("field", "") for r in when.get("rules") or [])]
+            names.update(f.split(".")[0] for f in fields if f)
+    return names
+
+
+def _record(out: Path, file: str | None, row: int | None, columns: set[str] | None = None) -> dict[str, Any] | None:
+    """The published record at (file, row): ``columns`` of it (those the file has; every column
+    when None), read from the one row group that holds it; None when the file is gone."""
     if not file or row is None:
         return None
     path = out / file
     if not path.is_file():
         return None
     pf = pq.ParquetFile(path)
+    names = [c for c in pf.schema_arrow.names if columns is None or c in columns]
     start = 0
     for g in range(pf.metadata.num_row_groups):
         n = pf.metadata.row_group(g).num_rows
         if row < start + n:
-            rec = pf.read_row_group(g).slice(row - start, 1).to_pylist()[0]
+            rec = pf.read_row_group(g, columns=names).slice(row - start, 1).to_pylist()[0]
             rec["scores"] = dict(rec.get("scores") or [])
             return rec
         start += n
@@ -176,13 +189,13 @@ def _lineage(row: dict[str, Any], stages: list[dict[str, Any]]) -> tuple[list[di
 
 def _route(rec: dict[str, Any] | None, row: dict[str, Any], stages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per route stage the row went through: its rules, which match the final record."""
-    from operators.route import RouteRule
-
     out = []
     lineage = row.get("lineage") or []
     for st in stages:
         if "rules" not in st or st["name"] not in lineage:
             continue
+        from operators.route import RouteRule  # here: a row that was never routed does not pay the import
+
         matched, errors = [], []
         for raw in st["rules"]:
             try:
@@ -242,7 +255,7 @@ def explain(out: str | Path, record_id: str, *, shards: str | Path | None = None
     index = ExplainIndex(out)
     row = _find(index, record_id)
     stages = index.meta.get("stages") or []
-    rec = _record(out, row.get("file"), row.get("row"))
+    rec = _record(out, row.get("file"), row.get("row"), {*_RECORD_COLUMNS, *_route_columns(stages)})
     steps, other = _lineage(row, stages)
     doc: dict[str, Any] = {
         "id": row["id"],
@@ -273,7 +286,7 @@ def explain(out: str | Path, record_id: str, *, shards: str | Path | None = None
         surv = found[0] if found else None
         evidence = parse_duplicate_detail(row.get("status_detail"), surv.get("locator") if surv else None)
         if evidence.get("kind") == "exact":
-            evidence.update(_hash_evidence(rec, _record(out, surv.get("file"), surv.get("row")) if surv else None))
+            evidence.update(_hash_evidence(rec, _record(out, surv.get("file"), surv.get("row"), {"content_hash", "media"}) if surv else None))
         doc["duplicate"] = {"survivor": _brief(surv, row["duplicate_of"]), "evidence": evidence}
     if shards is not None:
         doc["shards"] = shard_hits(Path(shards), row["id"])
@@ -326,6 +339,12 @@ def rebuild(out: str | Path) -> dict[str, Any]:
     """Write OUT/explain from the published files (OUT/samples/bucket=*/part-N and
     OUT/rejected/part-N; the bucket copies of a row share N), in this process. Route rules and
     score owners come from the run's config (summary.json ``config``) when it still loads."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from curate import explain_build as xi
+
     out = Path(out)
     summary_path = out / "summary.json"
     if not summary_path.is_file():
@@ -375,7 +394,12 @@ def rebuild(out: str | Path) -> dict[str, Any]:
     return {"partitions": partitions, "rows": rows, "repeated_ids": repeated, "stages": len(stages)}
 
 
-def _first_rows(ids: pa.ChunkedArray | pa.Array) -> np.ndarray:
+def _first_rows(ids: Any) -> Any:
+    """Per row: whether it is the first of its id (an Arrow string array in, a numpy mask out)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
     n = len(ids)
     order = pc.sort_indices(ids).to_numpy()  # stable: the first copy of an id comes first
@@ -389,6 +413,8 @@ def _first_rows(ids: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 
 def _stages_of(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    from curate import explain_build as xi
+
     try:
         from curate.config import load_pipeline
 

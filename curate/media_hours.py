@@ -18,7 +18,7 @@ and the seconds of a file are computed with Arrow and numpy, not row by row
 source, language and seconds: about 60 B a row); above ``SPILL_ROWS`` of them they are spilled to
 disk partitioned by id (``curate.spill``) and deduplicated one partition at a time, so a process
 holds about ``SPILL_ROWS`` of them whatever the run's size. ``finalize`` does not call this: it
-sums the same per-row seconds in its id-partitioned index reduce (``curate.explain_index``),
+sums the same per-row seconds in its id-partitioned index reduce (``curate.explain_build``),
 where rows with the same id meet anyway.
 """
 

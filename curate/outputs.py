@@ -26,7 +26,7 @@ returns partial counts: the ledger (counted with Arrow group-bys, not row by row
 referenced and missing per source, up to ``EXAMPLES_PER_REASON`` example rows per drop reason.
 The driver merges the partials in file order (the same numbers, and the same key order in
 summary.json, as counting every row in one loop), then one task per index partition sorts the
-index and sums the hours of kept media (``curate.explain_index``). No row passes through the
+index and sums the hours of kept media (``curate.explain_build``). No row passes through the
 driver: it holds the partials, the plan and one file's quarantine part at a time.
 
 Not covered: a reader that drops one input and makes up a row under a new locator for another is
@@ -52,7 +52,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curate import explain_index as xi
+from curate import explain_build as xi
 from curate.media_hours import HoursSum
 from curate.spill import group_counts as _counts
 from schemas.enums import Status

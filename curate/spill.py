@@ -24,13 +24,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from schemas.hashing import mix64
-
 __all__ = ["Spill", "group_counts", "string_hash", "string_hash_one"]
 
 _FNV_BASIS = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
 _MASK = (1 << 64) - 1
+_FNV_PRIME_INT = 0x100000001B3
 #: levels of re-partitioning before a partition is given back whatever its size
 _MAX_DEPTH = 6
 
@@ -66,15 +65,23 @@ def string_hash(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
                 sel = np.flatnonzero(active)
                 x = h[sel] ^ data[starts[sel] + j].astype(np.uint64)
                 h[sel] = x * _FNV_PRIME
+    from schemas.hashing import mix64
+
     return mix64(h)
 
 
 def string_hash_one(value: str) -> int:
-    """``string_hash`` of one string."""
+    """``string_hash`` of one string, in plain Python (a lookup imports neither numpy kernels
+    nor ``schemas``: the finaliser is ``schemas.hashing.mix64``'s, splitmix64's; a test checks
+    that both agree)."""
     h = int(_FNV_BASIS)
     for b in value.encode():
-        h = ((h ^ b) * int(_FNV_PRIME)) & _MASK
-    return int(mix64(np.array([h], dtype=np.uint64))[0])
+        h = ((h ^ b) * _FNV_PRIME_INT) & _MASK
+    h ^= h >> 30
+    h = (h * 0xBF58476D1CE4E5B9) & _MASK
+    h ^= h >> 27
+    h = (h * 0x94D049BB133111EB) & _MASK
+    return h ^ (h >> 31)
 
 
 class Spill:
