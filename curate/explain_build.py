@@ -11,6 +11,8 @@ index.json with ``stage_info`` (stages, the score keys they write, route rules).
 
 from __future__ import annotations
 
+import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +80,7 @@ def write_run(rows: pa.Table, path: Path, partitions: int) -> None:
     t = rows.append_column("_part", pa.array(part))
     t = t.take(pc.sort_indices(t, sort_keys=[("_part", "ascending"), ("id", "ascending")]))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = _tmp_of(path)
     with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, t.schema) as writer:
         writer.write_table(t, max_chunksize=max(1, t.num_rows))
     tmp.replace(path)
@@ -127,9 +129,14 @@ def index_schema() -> pa.Schema:
 
 def _write_parquet(t: pa.Table, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = _tmp_of(path)
     pq.write_table(t, tmp, row_group_size=ROW_GROUP, compression="zstd", write_statistics=True)
     tmp.replace(path)
+
+
+def _tmp_of(path: Path) -> Path:
+    """A temporary name of its own per attempt: a retried task may write the same file at once."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
 
 
 def trim_examples(t: pa.Table, cap: int = EXAMPLES_PER_REASON) -> pa.Table:

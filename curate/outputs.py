@@ -56,7 +56,7 @@ from curate import explain_build as xi
 from curate.media_hours import HoursSum
 from curate.spill import group_counts as _counts
 from schemas.enums import Status
-from schemas.files import atomic_write_json, atomic_write_parquet
+from schemas.files import atomic_write_json, atomic_write_parquet, atomic_write_text
 
 if TYPE_CHECKING:
     from curate.config import LoadedPipeline
@@ -335,9 +335,7 @@ def finalize_file(i: int, path: str, out: str, partitions: int) -> dict[str, Any
         q = rest.filter(pc.equal(rest["status"], Status.QUARANTINED.value))
         if q.num_rows:
             lines = [json.dumps(row, ensure_ascii=False) + "\n" for row in q.select(_QUARANTINE_COLUMNS).to_pylist()]
-            quarantine = str(work / f"quarantine-{i:05d}.jsonl")
-            Path(quarantine).parent.mkdir(parents=True, exist_ok=True)
-            Path(quarantine).write_text("".join(lines), encoding="utf-8")
+            quarantine = str(atomic_write_text(work / f"quarantine-{i:05d}.jsonl", "".join(lines)))
     file, row = publish_pointers(table.num_rows, is_kept, kept_where, f"rejected/{part}" if rest.num_rows else None)
     rows = xi.index_rows(table, file, row)
     run = work / f"run-{i:05d}.arrow"

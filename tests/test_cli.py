@@ -62,3 +62,10 @@ def test_run_with_missing_source_path_says_how_to_fix(tmp_path):
     assert r.exit_code == 1
     text = " ".join(r.output.split())
     assert "source 'pics'" in text and "--set sources.pics.path=PATH" in text
+
+
+def test_explain_needs_a_finished_run(tmp_path):
+    r = runner.invoke(app, ["explain", str(tmp_path), "abcd"])
+    assert r.exit_code == 1 and "holds no finished run" in r.output
+    r = runner.invoke(app, ["--help"])
+    assert "explain" in r.output

@@ -78,6 +78,9 @@ def test_run_accounts_for_every_file_and_writes_buckets(ray_local, corpus, tmp_p
     quarantine = [json.loads(line) for line in (out / "quarantine.jsonl").read_text().splitlines()]
     assert [Path(q["locator"]).name for q in quarantine] == ["broken.jpg"]
     assert json.loads((out / "summary.json").read_text())["counts"] == s["counts"]
+    index = json.loads((out / "explain" / "index.json").read_text())  # `curate explain` reads it
+    assert index["rows"] == 7 and index["partitions"] == 1
+    assert not (out / "_work" / "finalize").exists()
 
 
 def test_rerun_resumes_finished_units_and_gives_the_same_table(ray_local, corpus, tmp_path):
@@ -125,3 +128,4 @@ def test_manifest_pointing_at_missing_media_is_quarantined(ray_local, tmp_path):
     assert s["counts"] == {"input": 3, "derived": 0, "kept": 1, "dropped": 0, "duplicate": 0, "quarantined": 2, "split": 0}
     reasons = sorted(r for op in s["quarantined"].values() for r in op)
     assert reasons == ["bad_manifest_row", "missing_file"]
+    assert s["media_missing"] == {"m": {"referenced": 2, "missing": 1}}  # the manifest's media, as the reader counted them
