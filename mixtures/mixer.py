@@ -1,6 +1,12 @@
 """Mix one stage: curated table -> pool -> plan -> order -> shards (written by Ray tasks) ->
 manifest, loader indexes and report.
 
+The driver holds columns only: the pool (about 45 bytes a row), the plan and the order (about 40
+bytes a planned sample) and the shard jobs (about 20 bytes a sample); rows, costs in every unit
+and media are read by the shard-writing tasks, which Ray spreads over the cluster's nodes (at
+most two per CPU in flight). On a cluster, the curated table and the output folder must be on a
+file system every node mounts.
+
 SHARDS/<split>-000000.tar            pre-mixed shards (or SHARDS/<group>/... per group)
 SHARDS/<split>-000000.stats.json     per-shard stats (what `curate stats` reads)
 SHARDS/<split>.wids.json             wids-shard-index-v1 (per group in per_group mode)
@@ -15,21 +21,21 @@ import json
 import logging
 import os
 import shutil
-from collections import Counter
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mixtures.config import MixtureConfig, StageMix
+from mixtures.config import Estimators, MixtureConfig, StageMix
 from mixtures.guarantee import Folder, cut_folders
 from mixtures.interleave import Order, interleave
-from mixtures.planner import MixError, Plan, Slot, plan_stage
-from mixtures.pool import COST_KEYS, Pool, leaves_of, load_pool, order_key
+from mixtures.planner import MixError, Plan, plan_stage
+from mixtures.pool import Pool, leaves_of, load_pool
 from mixtures.report import build_report
 from mixtures.report_model import BlendEntry, MixReport, ShardGuarantee
-from mixtures.shards import ShardJob, ShardSample, ShardStats, write_shard
+from mixtures.shards import ShardJob, ShardStats, write_shard
 from schemas.files import atomic_write_json
 from schemas.hashing import fingerprint
 
@@ -42,19 +48,22 @@ Layout = dict[str, list[ShardJob]]
 #: how samples are ordered and cut into shards; part of the config hash, so that a folder of
 #: shards cut another way is never resumed as if it were this one
 _CUT_VERSION = 2
+#: seconds between two writes of manifest.json while shards land (and once at the end)
+MANIFEST_EVERY_S = 2.0
 
 
 def mix_stage(cfg: MixtureConfig, stage_name: str, input_path: str | Path, output: str | Path, *, fresh: bool = False) -> MixReport:
     """Mix one stage into ``output``. Returns the report. Shards are written by Ray tasks on the Ray
     the caller started (`curate mix` opens a session; without one Ray starts itself)."""
     stage = cfg.stage(stage_name)
+    estimators = stage.estimators or cfg.estimators
     out = _output_folder(output, fresh)
-    pool = load_pool(input_path, stage, stage.estimators or cfg.estimators)
+    pool = load_pool(input_path, stage, estimators, seed=cfg.seed)
     plan = plan_stage(stage, pool, cfg.seed)
     folders, guarantee = _cut(stage, plan, pool)
     _say(stage, guarantee)  # before writing: a strict stage stops here
     manifest = _open_manifest(out, stage, _config_hash(cfg, stage), pool.fingerprint)
-    layout = _shard_jobs(stage, plan, pool, out, cfg.seed, folders)
+    layout = _shard_jobs(stage, plan, pool, out, cfg.seed, folders, estimators=estimators)
     jobs = [j for leaf_jobs in layout.values() for j in leaf_jobs]
     stats = _write_shards(jobs, out, manifest)
     blend = _write_indexes(stage, plan, layout, stats, out)
@@ -85,7 +94,7 @@ def _cut(stage: StageMix, plan: Plan, pool: Pool) -> tuple[list[Folder], ShardGu
     orders: dict[str, tuple[str, Order, np.ndarray | None]] = {}
     for leaf in leaves:
         order = interleave(plan, cost, leaf=leaf or None)
-        nbytes = np.asarray([pool.bytes[plan.row(s)] + 1024 for s in order.slots], dtype=np.int64) if stage.shards.max_bytes else None
+        nbytes = pool.bytes[plan.rows[order.pos]] + 1024 if stage.shards.max_bytes else None
         orders[leaf.replace("/", "__") if leaf else "."] = (leaf, order, nbytes)
     return cut_folders(stage, orders)
 
@@ -99,36 +108,69 @@ def _say(stage: StageMix, guarantee: ShardGuarantee) -> None:
     log.warning("%s Writing the shards that hold %.4f.", guarantee.message, guarantee.achievable)
 
 
-def _shard_jobs(stage: StageMix, plan: Plan, pool: Pool, out: Path, seed: int, folders: list[Folder]) -> Layout:
-    """Every folder's shards as jobs: its cuts of the order, keyed."""
+def _shard_jobs(
+    stage: StageMix, plan: Plan, pool: Pool, out: Path, seed: int, folders: list[Folder], *, estimators: Estimators | None = None
+) -> Layout:
+    """Every folder's shards as jobs: its cuts of the order, as columns."""
+    estimators = estimators or Estimators()
     text_first = _text_first(stage)
-    uses: Counter[str] = Counter()
+    groups = list(plan.targets)
+    code = {g: i for i, g in enumerate(groups)}
+    starts = np.asarray([st.start for st in plan.streams], dtype=np.int64)
+    stream_group = np.asarray([code[st.leaf] for st in plan.streams], dtype=np.int32)
+    uses = _uses([f.order for f in folders], plan, len(pool))
     layout: Layout = {}
-    for f in folders:
-        keys = _keys(f.order.slots, plan, pool, uses)
-        layout[f.leaf] = [
-            ShardJob(
-                path=str(_folder(out, f.leaf) / f"{stage.shards.split}-{n:06d}.tar"),
-                samples=[_sample(slot, keys[slot], plan, pool, seed, text_first) for slot in f.order.slots[c.start : c.end]],
-                stage=stage.name,
-                unit=stage.unit,
+    for f, use in zip(folders, uses, strict=True):
+        rows = plan.rows[f.order.pos]
+        cols = {
+            "file": pool.file_index[rows],
+            "row": pool.row_index[rows],
+            "use": use,
+            "group": stream_group[np.searchsorted(starts, f.order.pos, side="right") - 1] if len(starts) else np.zeros(0, np.int32),
+            "repeat": plan.repeats[f.order.pos],
+            "phase": f.order.phase,
+        }
+        del rows
+        jobs = []
+        for n, c in enumerate(f.cuts):
+            part = {k: v[c.start : c.end] for k, v in cols.items()}
+            files, part["file"] = np.unique(part["file"], return_inverse=True)
+            jobs.append(
+                ShardJob(
+                    path=str(_folder(out, f.leaf) / f"{stage.shards.split}-{n:06d}.tar"),
+                    stage=stage.name,
+                    unit=stage.unit,
+                    files=[pool.files[int(i)] for i in files],
+                    groups=groups,
+                    estimators=estimators,
+                    seed=seed,
+                    text_first=text_first,
+                    **{k: v if k == "file" else v.copy() for k, v in part.items()},
+                )
             )
-            for n, c in enumerate(f.cuts)
-        ]
+        layout[f.leaf] = jobs
     return layout
 
 
-def _keys(order: list[Slot], plan: Plan, pool: Pool, uses: Counter[str] | None = None) -> dict[Slot, str]:
-    """The id on first use, ``<id>_<n>`` on the n-th repeat: unique across the stage's shards.
-    ``uses`` is shared by the groups of a per-group mix, so a row two groups draw gets two keys."""
-    uses = Counter() if uses is None else uses
-    keys = {}
-    for slot in order:
-        sid = pool.ids[plan.row(slot)]
-        n = uses[sid]
-        keys[slot] = sid if n == 0 else f"{sid}_{n}"
-        uses[sid] += 1
-    return keys
+def _uses(orders: list[Order], plan: Plan, pool_rows: int) -> list[np.ndarray]:
+    """For every sample of every order, how many times the stage used its row before (in folder
+    order, then sample order): 0 keys it ``<id>``, n keys it ``<id>_<n>``, unique across the
+    stage's shards (a row two groups draw gets two keys in a per-group mix)."""
+    seen = np.zeros(pool_rows, dtype=np.int32)
+    out = []
+    for order in orders:
+        rows = plan.rows[order.pos]
+        o = np.argsort(rows, kind="stable")
+        sr = rows[o]
+        first = np.concatenate(([True], sr[1:] != sr[:-1])) if len(sr) else np.zeros(0, dtype=bool)
+        at = np.arange(len(sr))
+        rank = np.empty(len(sr), dtype=np.int32)
+        rank[o] = at - np.maximum.accumulate(np.where(first, at, 0))
+        use = seen[rows] + rank
+        starts = np.flatnonzero(first)
+        seen[sr[starts]] += np.diff(np.concatenate((starts, [len(sr)]))).astype(np.int32)
+        out.append(use.astype(np.int32))
+    return out
 
 
 def _text_first(stage: StageMix) -> dict[str, float]:
@@ -139,23 +181,6 @@ def _text_first(stage: StageMix) -> dict[str, float]:
         if p is not None:
             out[leaf.path] = p
     return out
-
-
-def _sample(slot: Slot, key: str, plan: Plan, pool: Pool, seed: int, text_first: dict[str, float]) -> ShardSample:
-    st = plan.streams[slot.stream]
-    row = st.items[slot.item]
-    share = text_first.get(st.leaf)
-    return ShardSample(
-        file=pool.files[pool.file_index[row]],
-        row=pool.row_index[row],
-        key=key,
-        group=st.leaf,
-        repeat=st.repeat[slot.item],
-        phase=st.phase,
-        cost={k: float(pool.costs[k][row]) for k in COST_KEYS},
-        # a pure function of (seed, key): reruns and resumes agree
-        text_first=None if share is None else order_key(key, seed, -1) < share * 2**64,
-    )
 
 
 # --------------------------------------------------------------------------- write
@@ -186,18 +211,28 @@ def _open_manifest(out: Path, stage: StageMix, config_hash: str, input_fingerpri
     return {"stage": stage.name, "config_hash": config_hash, "input_fingerprint": input_fingerprint, "shards": old.get("shards", {})}
 
 
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def _finished(job: ShardJob, done: dict[str, Any] | None) -> ShardStats | None:
     """The stats of a shard the manifest lists, when the tar is there with that hash."""
     tar = Path(job.path)
     if not (done and tar.exists() and job.stats_path.exists()):
         return None
-    if hashlib.sha256(tar.read_bytes()).hexdigest() != done["sha256"]:
+    if tar.stat().st_size != done.get("bytes", tar.stat().st_size) or _sha256(tar) != done["sha256"]:
         return None
     return ShardStats.from_json(json.loads(job.stats_path.read_text()))
 
 
 def _write_shards(jobs: list[ShardJob], out: Path, manifest: dict[str, Any]) -> dict[str, ShardStats]:
-    """Write every shard not finished yet, recording each in the manifest as it lands. Stats by path."""
+    """Write every shard not finished yet, recording each in the manifest as it lands (the file
+    at most every MANIFEST_EVERY_S seconds; a shard that landed after the last write is written
+    again by a resume, byte-identical). Stats by path."""
     stats: dict[str, ShardStats] = {}
     todo = []
     for job in jobs:
@@ -207,22 +242,35 @@ def _write_shards(jobs: list[ShardJob], out: Path, manifest: dict[str, Any]) -> 
         else:
             stats[job.path] = finished
     log.info("stage %s: %d shards, %d to write", manifest["stage"], len(jobs), len(todo))
+    last = time.monotonic()
     for job, s in _on_ray(todo):
         stats[job.path] = s
         manifest["shards"][os.path.relpath(job.path, out)] = {"sha256": s.sha256, "samples": s.samples, "bytes": s.bytes}
-        _atomic_json(out / "manifest.json", manifest)
+        if time.monotonic() - last >= MANIFEST_EVERY_S:
+            _atomic_json(out / "manifest.json", manifest)
+            last = time.monotonic()
     _atomic_json(out / "manifest.json", manifest)
     return stats
 
 
-def _on_ray(jobs: list[ShardJob]) -> Iterator[tuple[ShardJob, ShardStats]]:
-    """(job, stats) of every job, one Ray task each, as they finish."""
+def _on_ray(jobs: Iterable[ShardJob], in_flight: int | None = None) -> Iterator[tuple[ShardJob, ShardStats]]:
+    """(job, stats) of every job, one Ray task each, as they finish; tasks spread over the
+    cluster's nodes, at most ``in_flight`` (default two per CPU) submitted at a time."""
+    jobs = list(jobs)
     if not jobs:
         return
     import ray
 
-    task = ray.remote(num_cpus=1)(write_shard)
-    pending = {task.remote(j): j for j in jobs}
+    if not ray.is_initialized():
+        ray.init()
+    task = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(write_shard)
+    limit = in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+    pending: dict[Any, ShardJob] = {}
+    for job in jobs:
+        pending[task.remote(job)] = job
+        if len(pending) >= limit:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            yield pending.pop(ready[0]), ray.get(ready[0])
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)
         yield pending.pop(ready[0]), ray.get(ready[0])

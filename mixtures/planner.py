@@ -10,19 +10,18 @@ way the report says which target was missed and by how much, and ``strict`` make
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import numpy as np
 
 from mixtures.config import GroupSpec, StageMix
-from mixtures.pool import Leaf, Pool, leaves_of, order_key
+from mixtures.pool import Leaf, Pool, leaves_of
 from mixtures.report_model import Shortfall
 
-__all__ = ["MixError", "Plan", "Slot", "Stream", "plan_stage"]
+__all__ = ["MixError", "Plan", "Stream", "plan_stage"]
 
 _EPS = 1e-9
+_CHUNK = 1 << 20  # samples of a source looked at together while drawing
 
 
 class MixError(ValueError):
@@ -31,21 +30,15 @@ class MixError(ValueError):
 
 @dataclass
 class Stream:
-    """The samples one (phase, leaf, source) contributes, in order."""
+    """The samples one (phase, leaf, source) contributes, in order: ``plan.rows[start:end]``."""
 
     phase: int
     leaf: str
     source: str
-    items: list[int] = field(default_factory=list)  # pool rows
-    repeat: list[int] = field(default_factory=list)  # epoch of each item (0 = first use)
+    items: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # pool rows (a view of plan.rows)
+    repeat: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  # epoch of each item (0 = first use)
     amount: float = 0.0  # in the stage unit
-
-
-class Slot(NamedTuple):
-    """One planned sample: the ``item``-th of ``plan.streams[stream]``."""
-
-    stream: int
-    item: int
+    start: int = 0  # where its items are in the plan's flat arrays
 
 
 @dataclass
@@ -63,10 +56,13 @@ class Plan:
     streams: list[Stream]
     excluded_zero_cost: dict[str, int]  # leaf -> rows that cost nothing in this unit
     shortfalls: list[Shortfall]  # leaves whose target could not be met
+    pool_rows: dict[str, dict[str, int]] = field(default_factory=dict)  # leaf -> source -> rows that cost something
+    rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # every planned sample's pool row, stream after stream
+    repeats: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  # and its epoch
 
-    def row(self, slot: Slot) -> int:
-        """The pool row a slot draws."""
-        return self.streams[slot.stream].items[slot.item]
+    @property
+    def samples(self) -> int:
+        return len(self.rows)
 
 
 def _weights_for(groups: list[GroupSpec], overrides: dict[str, float], prefix: str) -> list[float | None]:
@@ -195,6 +191,7 @@ def plan_stage(stage: StageMix, pool: Pool, seed: int) -> Plan:
     shortfalls = _shortfalls(stage, leaves, targets, allocated, caps, members)
     source_quota = {leaf: _source_quota(stage, spec, pool_size[leaf], allocated[leaf]) for leaf, spec in leaves.items()}
     quota = _phase_quota(stage, leaves, phases, phase_shares, targets, source_quota)
+    streams, rows, repeats = _streams(leaves, members, len(phases), quota, pool, cost, seed)
     return Plan(
         stage=stage.name,
         unit=unit,
@@ -206,9 +203,12 @@ def plan_stage(stage: StageMix, pool: Pool, seed: int) -> Plan:
         capacity=caps,
         pool_size=pool_size,
         source_quota=source_quota,
-        streams=_streams(leaves, members, len(phases), quota, pool, cost, seed),
+        streams=streams,
         excluded_zero_cost=excluded,
         shortfalls=shortfalls,
+        pool_rows={leaf: {s: len(r) for s, r in by_src.items()} for leaf, by_src in members.items()},
+        rows=rows,
+        repeats=repeats,
     )
 
 
@@ -228,22 +228,21 @@ def _phases(stage: StageMix, leaves: dict[str, Leaf]) -> tuple[list[tuple[float,
     return phases, overrides
 
 
-def _usable_rows(pool: Pool, cost: np.ndarray) -> tuple[dict[str, dict[str, list[int]]], dict[str, dict[str, float]], dict[str, int]]:
-    """What each leaf can give in the stage unit: its rows per source (those that cost something),
-    the amount of one epoch per source, and how many rows cost nothing."""
-    members: dict[str, dict[str, list[int]]] = {}
+def _usable_rows(pool: Pool, cost: np.ndarray) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, dict[str, float]], dict[str, int]]:
+    """What each leaf can give in the stage unit: its rows per source (those that cost something,
+    in pool order; sources by name), the amount of one epoch per source, and how many rows cost nothing."""
+    members: dict[str, dict[str, np.ndarray]] = {}
     pool_size: dict[str, dict[str, float]] = {}
     excluded: dict[str, int] = {}
     for path, rows in pool.members.items():
-        by_src: dict[str, list[int]] = defaultdict(list)
-        zero = 0
-        for r in rows:
-            if cost[r] <= 0:
-                zero += 1
-                continue
-            by_src[pool.sources[r]].append(r)
-        excluded[path] = zero
-        members[path] = dict(sorted(by_src.items()))
+        free = cost[rows] <= 0
+        excluded[path] = int(free.sum())
+        use = rows[~free]
+        src = pool.source[use]
+        order = np.argsort(src, kind="stable")  # codes follow the sorted names
+        use, src = use[order], src[order]
+        cuts = np.flatnonzero(np.diff(src)) + 1
+        members[path] = {pool.source_names[int(part[0])]: rows_ for part, rows_ in zip(np.split(src, cuts), np.split(use, cuts), strict=True) if len(part)}
         pool_size[path] = {s: float(cost[idx].sum()) for s, idx in members[path].items()}
     return members, pool_size, excluded
 
@@ -319,49 +318,112 @@ def _phase_quota(
     return quota
 
 
+class _Draw:
+    """The samples one (leaf, source) gives, phase after phase: its rows in their hashed order,
+    epoch after epoch, one cursor across the phases; the next sample is taken while that brings
+    the total nearer to the quota. Works an epoch at a time (the next epoch's order is computed
+    for every draw that reaches it at once)."""
+
+    def __init__(self, leaf: str, source: str, rows: np.ndarray, quotas: list[float]) -> None:
+        self.leaf, self.source, self.rows, self.quotas = leaf, source, rows, quotas
+        self.n = len(rows)
+        self.cursor = 0
+        self.wanted = self.taken = 0.0  # cumulative over phases, so rounding never accumulates
+        self.phase = 0
+        self.open = False
+        self.parts: list[np.ndarray] = []
+        self.amount = 0.0
+        self.streams: list[tuple[Stream, list[np.ndarray], list[tuple[int, int]]]] = []
+        self.epochs: list[tuple[int, int]] = []  # (epoch, items) of the open stream
+
+    def run(self, epoch: int, order: np.ndarray, cost: np.ndarray) -> bool:
+        """Draw from ``epoch`` (its rows in order); False when the next epoch is needed."""
+        while self.phase < len(self.quotas):
+            if not self.open:
+                self.wanted += self.quotas[self.phase]
+                self.open, self.parts, self.epochs, self.amount = True, [], [], 0.0
+            e, pos = divmod(self.cursor, self.n)
+            if e != epoch:
+                return False
+            threshold = self.wanted - _EPS
+            while pos < self.n:
+                chunk = order[pos : pos + _CHUNK]
+                c = cost[chunk]
+                acc = np.cumsum(np.concatenate(([self.taken], c)))  # acc[i]: the total before sample i, summed in order
+                stop = np.flatnonzero(acc[:-1] + c / 2 >= threshold)
+                i = int(stop[0]) if len(stop) else len(chunk)
+                if i:
+                    self.parts.append(chunk[:i])
+                    self.epochs.append((e, i))
+                    self.amount = float(np.cumsum(np.concatenate(([self.amount], c[:i])))[-1])
+                    self.taken = float(acc[i])
+                    self.cursor += i
+                if len(stop):
+                    self._close()
+                    break
+                pos += i
+            else:
+                continue  # the epoch is used up: on to the next (asks for it above)
+        return True
+
+    def _close(self) -> None:
+        if self.parts:
+            st = Stream(self.phase, self.leaf, self.source, amount=self.amount)
+            self.streams.append((st, self.parts, self.epochs))
+        self.open = False
+        self.phase += 1
+
+
+def _epoch_order(rows: np.ndarray, keys: np.ndarray, pool: Pool) -> np.ndarray:
+    """``rows`` sorted by (order key, id)."""
+    k = keys[rows]
+    o = np.argsort(k, kind="stable")
+    out = rows[o]
+    sk = k[o]
+    ties = np.flatnonzero(sk[1:] == sk[:-1])
+    if len(ties):  # two ids with one 64-bit key: their ids decide, as in a sort by (key, id)
+        starts = ties[np.concatenate(([True], np.diff(ties) > 1))]
+        for a in starts.tolist():
+            b = a + 1
+            while b < len(sk) and sk[b] == sk[a]:
+                b += 1
+            run = out[a:b]
+            ids = pool.ids_of(run)
+            out[a:b] = run[sorted(range(len(run)), key=lambda i: ids[i])]
+    return out
+
+
 def _streams(
     leaves: dict[str, Leaf],
-    members: dict[str, dict[str, list[int]]],
+    members: dict[str, dict[str, np.ndarray]],
     n_phases: int,
     quota: dict[tuple[int, str, str], float],
     pool: Pool,
     cost: np.ndarray,
     seed: int,
-) -> list[Stream]:
-    """The samples of every (phase, leaf, source): each source in its stable hashed order, epoch
-    after epoch, one cursor across the phases."""
-    streams: list[Stream] = []
-    for leaf in leaves:
-        for s, rows in members[leaf].items():
-            epochs = _epoch_orders(rows, pool, seed)
-            cursor = 0
-            wanted = taken = 0.0  # cumulative over phases, so rounding never accumulates
-            for k in range(n_phases):
-                wanted += quota.get((k, leaf, s), 0.0)
-                st = Stream(k, leaf, s)
-                while True:
-                    epoch, pos = divmod(cursor, len(rows))
-                    r = epochs(epoch)[pos]
-                    c = float(cost[r])
-                    # take the next sample while that brings the total nearer to the quota
-                    if taken + c / 2 >= wanted - _EPS:
-                        break
-                    st.items.append(r)
-                    st.repeat.append(epoch)
-                    st.amount += c
-                    taken += c
-                    cursor += 1
-                if st.items:
-                    streams.append(st)
-    return streams
-
-
-def _epoch_orders(rows: list[int], pool: Pool, seed: int):
-    cache: dict[int, list[int]] = {}
-
-    def order(epoch: int) -> list[int]:
-        if epoch not in cache:
-            cache[epoch] = sorted(rows, key=lambda r: (order_key(pool.ids[r], seed, epoch), pool.ids[r]))
-        return cache[epoch]
-
-    return order
+) -> tuple[list[Stream], np.ndarray, np.ndarray]:
+    """The samples of every (phase, leaf, source), and every sample's pool row and epoch in one
+    array each (the streams' items and repeats are views of them)."""
+    draws = [
+        _Draw(leaf, s, rows, [quota.get((k, leaf, s), 0.0) for k in range(n_phases)])
+        for leaf in leaves
+        for s, rows in members[leaf].items()
+    ]
+    active = [d for d in draws if sum(d.quotas) > 0]  # a draw with nothing to give takes nothing
+    epoch = 0
+    while active:
+        keys = pool.order_keys(seed, 0) if epoch == 0 else pool.order_keys(seed, epoch, rows=np.concatenate([d.rows for d in active]))
+        active = [d for d in active if not d.run(epoch, _epoch_order(d.rows, keys, pool), cost)]
+        del keys
+        epoch += 1
+    done = [x for d in draws for x in d.streams]
+    sizes = [sum(len(p) for p in parts) for _, parts, _ in done]
+    rows = np.concatenate([p for _, parts, _ in done for p in parts]) if done else np.zeros(0, np.int64)
+    repeats = np.concatenate([np.full(n, e, dtype=np.int32) for _, _, eps in done for e, n in eps]) if done else np.zeros(0, np.int32)
+    streams = []
+    start = 0
+    for (st, _, _), n in zip(done, sizes, strict=True):
+        st.start, st.items, st.repeat = start, rows[start : start + n], repeats[start : start + n]
+        streams.append(st)
+        start += n
+    return streams, rows.astype(np.int64, copy=False), repeats

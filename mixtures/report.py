@@ -129,10 +129,7 @@ def _draws(plan: Plan, leaf: str) -> dict[str, int]:
 
 def _sources(plan: Plan, pool: Pool, leaf: str, unit: str, draws: dict[str, int]) -> dict[str, SourceReport]:
     """Every source of ``leaf`` (in its pool or drawn from), sorted by name."""
-    pool_rows: dict[str, int] = defaultdict(int)
-    for r in pool.members[leaf]:
-        if pool.costs[unit][r] > 0:
-            pool_rows[pool.sources[r]] += 1
+    pool_rows: dict[str, int] = defaultdict(int, plan.pool_rows.get(leaf, {}))
     return {
         s: SourceReport(
             pool_rows=pool_rows[s],

@@ -2,7 +2,10 @@
 member per extension, keys without dots; plus ``<shard>.stats.json``.
 
 A shard is a pure function of its sample list, so a rerun writes byte-identical files
-(fixed mtime, owner and member order; JSON with sorted keys)."""
+(fixed mtime, owner and member order; JSON with sorted keys: the bytes WebDataset's TarWriter
+writes). The tar is streamed to a temporary file, hashed as it is written, then renamed: memory
+holds the job's rows (read a row group at a time, only the row groups it needs) and one
+sample's media, and a media file above ``STREAM_ABOVE`` is copied into the tar as it is read."""
 
 from __future__ import annotations
 
@@ -10,21 +13,30 @@ import hashlib
 import io
 import json
 import os
+import tarfile
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
-import webdataset as wds
 
-from operators.media_io import read_media_bytes
-from schemas.files import atomic_write_bytes, atomic_write_json
+from mixtures.config import Estimators
+from mixtures.pool import COST_KEYS, order_key
+from mixtures.table_costs import table_costs
+from operators.media_io import open_media
+from schemas.files import atomic_write_json
 from schemas.media_types import DEFAULT_MEMBER_EXT, MEMBER_EXT, MEMBER_PREFIX
 from schemas.record import from_table
 
 __all__ = ["ShardJob", "ShardSample", "ShardStats", "check_key", "media_members", "stats_path_of", "write_shard"]
 
+#: media up to this size are read whole before their sample is written (a file that cannot be
+#: read skips the sample); larger ones are copied into the tar as they are read
+STREAM_ABOVE = 16 * 2**20
 _RECORD_FIELDS = (
     "id", "source", "locator", "license", "layout", "modalities", "tasks", "buckets", "caption", "alt_text",
     "instruction", "response", "transcript", "text", "language", "conversation", "interleaved", "preference",
@@ -45,14 +57,29 @@ class ShardSample:
     text_first: bool | None = None  # None: the group sets no text_first
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ShardJob:
-    """One shard to write (a Ray task's argument): its path and samples, in order."""
+    """One shard to write (a Ray task's argument): its path and its samples, in order, as columns
+    (about 20 bytes a sample). The task reads the rows, keys them (``<id>``, or ``<id>_<use>``
+    for a row the stage used ``use`` times before) and costs them as the pool did."""
 
     path: str
-    samples: list[ShardSample]
     stage: str
     unit: str
+    files: list[str]  # the curated files it reads
+    file: np.ndarray  # per sample: index into ``files``
+    row: np.ndarray  # per sample: row inside that file
+    use: np.ndarray  # per sample: earlier uses of the row in the stage
+    group: np.ndarray  # per sample: index into ``groups``
+    groups: list[str]
+    repeat: np.ndarray  # per sample: epoch of its source
+    phase: np.ndarray  # per sample: schedule phase
+    estimators: Estimators
+    seed: int = 0
+    text_first: dict[str, float] = field(default_factory=dict)  # group -> share with the text first
+
+    def __len__(self) -> int:
+        return len(self.row)
 
     @property
     def stats_path(self) -> Path:
@@ -133,27 +160,66 @@ def _primary_text(row: dict[str, Any]) -> str | None:
     return None
 
 
-def _rows(samples: list[ShardSample]) -> list[dict[str, Any]]:
-    by_file: dict[str, list[int]] = defaultdict(list)
-    for s in samples:
-        by_file[s.file].append(s.row)
-    cache: dict[tuple[str, int], dict[str, Any]] = {}
-    for f, rows in by_file.items():
-        uniq = sorted(set(rows))
-        table = pq.read_table(f).take(uniq)
-        for r, rec in zip(uniq, from_table(table), strict=True):
-            cache[(f, r)] = rec
-    return [cache[(s.file, s.row)] for s in samples]
+def _read(job: ShardJob) -> tuple[list[dict[str, Any]], dict[str, np.ndarray], np.ndarray]:
+    """The distinct rows the job draws (records), their costs in every unit, and each sample's
+    index into them. A file is read a row group at a time, and only the row groups it needs."""
+    tables, keys = [], []
+    for fi in np.unique(job.file).tolist():
+        rows = np.unique(job.row[job.file == fi])
+        pf = pq.ParquetFile(job.files[fi])
+        bounds = np.cumsum([0] + [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)])
+        group_of = np.searchsorted(bounds, rows, side="right") - 1
+        for g in np.unique(group_of).tolist():
+            local = rows[group_of == g]
+            tables.append(pf.read_row_group(g, use_threads=False).take(pa.array(local - bounds[g])))
+            keys.append(fi * 2**32 + local.astype(np.int64))
+    table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+    key = np.concatenate(keys)
+    order = np.argsort(key, kind="stable")
+    index = order[np.searchsorted(key[order], job.file.astype(np.int64) * 2**32 + job.row)]
+    return from_table(table), table_costs(table, job.estimators), index
 
 
-def _members(key: str, row: dict[str, Any]) -> tuple[dict[str, bytes], list[dict[str, Any]]]:
-    """The media members of a sample ({suffix: bytes}) and their records; OSError when a file is gone."""
-    members, meta = {}, []
-    for i, suffix in media_members(row.get("media") or []):
-        m = row["media"][i]
-        members[suffix] = read_media_bytes(m)
-        meta.append({**{k: v for k, v in m.items() if v is not None}, "member": f"{key}.{suffix}", "index": i})
+class _Hashing:
+    """A write-only file that hashes and counts what goes through it."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self.f, self.sha = f, hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.sha.update(data)
+        self.size += len(data)
+        return self.f.write(data)
+
+
+def _members(key: str, row: dict[str, Any]) -> tuple[dict[str, bytes | tuple[IO[bytes], int]], list[dict[str, Any]]]:
+    """The media members of a sample ({suffix: bytes, or (open file, size) for a large one}) and
+    their records; OSError when a file is gone (nothing is left open then)."""
+    members: dict[str, bytes | tuple[IO[bytes], int]] = {}
+    meta = []
+    try:
+        for i, suffix in media_members(row.get("media") or []):
+            m = row["media"][i]
+            f = open_media(m)
+            try:
+                size = f.seek(0, os.SEEK_END)
+                f.seek(0)
+                members[suffix] = (f, size) if size > STREAM_ABOVE else f.read()
+            finally:
+                if not isinstance(members.get(suffix), tuple):
+                    f.close()
+            meta.append({**{k: v for k, v in m.items() if v is not None}, "member": f"{key}.{suffix}", "index": i})
+    except OSError:
+        _close(members)
+        raise
     return members, meta
+
+
+def _close(members: dict[str, Any]) -> None:
+    for v in members.values():
+        if isinstance(v, tuple):
+            v[0].close()
 
 
 def _record(s: ShardSample, row: dict[str, Any], stage: str, media: list[dict[str, Any]]) -> bytes:
@@ -192,11 +258,11 @@ class _Counts:
         for mod in row.get("modalities") or []:
             self.by["modality"][mod] += 1
 
-    def stats(self, job: ShardJob, data: bytes) -> ShardStats:
+    def stats(self, job: ShardJob, size: int, sha256: str) -> ShardStats:
         total = sum(g.get(self.unit, 0.0) for g in self.by_group.values())
         return ShardStats(
-            shard=Path(job.path).name, stage=job.stage, unit=job.unit, samples=self.samples, bytes=len(data),
-            sha256=hashlib.sha256(data).hexdigest(), skipped=self.skipped,
+            shard=Path(job.path).name, stage=job.stage, unit=job.unit, samples=self.samples, bytes=size,
+            sha256=sha256, skipped=self.skipped,
             by_group={g: dict(v) for g, v in self.by_group.items()}, by_phase={k: dict(v) for k, v in self.by_phase.items()},
             by_phase_source={k: dict(v) for k, v in self.by_phase_source.items()},
             by_layout=dict(self.by["layout"]), by_modality=dict(self.by["modality"]), by_source=dict(self.by["source"]),
@@ -205,28 +271,72 @@ class _Counts:
         )  # fmt: skip
 
 
+def _sample(job: ShardJob, i: int, row: dict[str, Any], costs: dict[str, np.ndarray], u: int) -> ShardSample:
+    use = int(job.use[i])
+    key = row["id"] if use == 0 else f"{row['id']}_{use}"
+    group = job.groups[int(job.group[i])]
+    share = job.text_first.get(group)
+    return ShardSample(
+        file=job.files[int(job.file[i])],
+        row=int(job.row[i]),
+        key=key,
+        group=group,
+        repeat=int(job.repeat[i]),
+        phase=int(job.phase[i]),
+        cost={k: float(costs[k][u]) for k in COST_KEYS},
+        # a pure function of (seed, key): reruns and resumes agree
+        text_first=None if share is None else order_key(key, job.seed, -1) < share * 2**64,
+    )
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes | tuple[IO[bytes], int]) -> None:
+    """One member, with the header WebDataset's TarWriter writes (fixed mtime, owner and mode)."""
+    ti = tarfile.TarInfo(name)
+    ti.mtime, ti.mode, ti.uname, ti.gname = 0.0, 0o0444, "nmm", "nmm"
+    if isinstance(data, tuple):
+        f, ti.size = data
+        tar.addfile(ti, f)
+    else:
+        ti.size = len(data)
+        tar.addfile(ti, io.BytesIO(data))
+
+
 def write_shard(job: ShardJob) -> ShardStats:
-    """Write the shard and its stats JSON (each under a temporary name, then renamed); return the stats."""
-    rows = _rows(job.samples)
-    buf = io.BytesIO()
+    """Write the shard and its stats JSON (each under a temporary name, then renamed); return the
+    stats. Members go to the file as they are made: memory holds one sample's media, not the shard."""
+    rows, costs, index = _read(job)
     counts = _Counts(job.unit)
-    writer = wds.TarWriter(buf, encoder=False, mtime=0.0, user="nmm", group="nmm")
-    for s, row in zip(job.samples, rows, strict=True):
-        key = check_key(s.key)
-        try:
-            members, media = _members(key, row)
-        except OSError as e:  # the file went away after curation: skip, say so
-            counts.skipped.append({"id": row["id"], "key": key, "error": str(e)})
-            continue
-        sample: dict[str, Any] = {"__key__": key, **members, "json": _record(s, row, job.stage, media)}
-        text = _primary_text(row)
-        if text:
-            sample["txt"] = text.encode()
-        writer.write(sample)
-        counts.add(s, row, [k for k in sample if k != "__key__"])
-    writer.close()
-    data = buf.getvalue()
-    stats = counts.stats(job, data)
-    atomic_write_bytes(job.path, data)
+    path = Path(job.path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as raw:
+            sink = _Hashing(raw)
+            tar = tarfile.open(fileobj=sink, mode="w|")  # noqa: SIM115 - closed below, before the file
+            for i, u in enumerate(index.tolist()):
+                row = rows[u]
+                s = _sample(job, i, row, costs, u)
+                key = check_key(s.key)
+                try:
+                    members, media = _members(key, row)
+                except OSError as e:  # the file went away after curation: skip, say so
+                    counts.skipped.append({"id": row["id"], "key": key, "error": str(e)})
+                    continue
+                sample: dict[str, Any] = {**members, "json": _record(s, row, job.stage, media)}
+                text = _primary_text(row)
+                if text:
+                    sample["txt"] = text.encode()
+                try:
+                    for k in sorted(sample):
+                        _add(tar, f"{key}.{k}", sample[k])
+                finally:
+                    _close(members)
+                counts.add(s, row, list(sample))
+            tar.close()
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    stats = counts.stats(job, sink.size, sink.sha.hexdigest())
     atomic_write_json(job.stats_path, stats.to_json(), indent=1, sort_keys=True)
     return stats

@@ -288,18 +288,17 @@ def test_cut_keeps_max_bytes_and_exact_sample_counts():
     import numpy as np
 
     from mixtures.interleave import Order
-    from mixtures.planner import Slot
     from mixtures.shard_cut import cut_order
 
-    lane = np.array([0, 1] * 50, dtype=np.int64)
+    lane = np.array([0, 1] * 50, dtype=np.int32)
     cost = np.where(lane == 0, 1.0, 9.0)
-    order = Order([Slot(int(x), i) for i, x in enumerate(lane)], lane, np.zeros(100, dtype=np.int64), cost, ["a", "b"], np.array([[0.1, 0.9]]))
+    order = Order(np.arange(100), lane, np.zeros(100, dtype=np.int32), cost, ["a", "b"], np.array([[0.1, 0.9]]))
     nbytes = np.full(100, 1000)
     cuts = cut_order(order, 100.0, 0.01, exact=False, nbytes=nbytes, max_bytes=8500)
     assert all(c.end - c.start <= 8 for c in cuts) and all(c.by_bytes for c in cuts[:-1])
     assert [(c.start, c.end) for c in cuts] == [(i, min(i + 8, 100)) for i in range(0, 100, 8)]
     # in samples every sample costs 1: exactly the size, whatever the tolerance
-    ones = Order(order.slots, lane, order.phase, np.ones(100), ["a", "b"], np.array([[0.5, 0.5]]))
+    ones = Order(order.pos, lane, order.phase, np.ones(100), ["a", "b"], np.array([[0.5, 0.5]]))
     assert [c.end - c.start for c in cut_order(ones, 30, 0.0001, exact=True)] == [30, 30, 30, 10]
     # in tokens a shard closes at the first boundary past its size within the tolerance: 10 pairs
     assert [(c.start, c.end) for c in cut_order(order, 95.0, 0.001, exact=False)] == [(i, i + 20) for i in range(0, 100, 20)]
