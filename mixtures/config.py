@@ -26,6 +26,8 @@ __all__ = [
 ]
 
 _NAME = r"^[A-Za-z0-9_\-]+$"
+#: default ``shards.max_bytes``: a shard never holds more than this
+MAX_SHARD_BYTES = 1 << 30
 Unit = Literal["samples", "tokens", "seconds", "hours", "text_tokens", "image_tokens", "video_tokens", "audio_tokens"]
 
 
@@ -138,7 +140,12 @@ class ShardSpec(_Strict):
         gt=0,
         description="shard size in the stage unit (tokens, seconds, ...), for stages not counted in samples",
     )
-    max_bytes: int | None = Field(None, ge=1024, description="bytes per shard (a hard limit: a shard never grows past it)")
+    max_bytes: int | None = Field(
+        MAX_SHARD_BYTES,
+        ge=1024,
+        description="bytes per shard (a hard limit: a shard never grows past it; default 1 GiB, null for none): "
+        "what the samples' media weigh by the curated table, plus 1 KiB a sample for its JSON and headers",
+    )
     mode: Literal["premixed", "per_group"] = Field(
         "premixed", description="premixed: one interleaved shard sequence; per_group: shards per leaf + loader configs"
     )
