@@ -59,8 +59,12 @@ def test_tables_are_the_reports_numbers(mixed, tmp_path):
     assert doc["max_shard_drift"] == report.max_shard_drift
     assert doc["prefix_drift"] == report.to_json()["prefix_drift"]
     assert sum(doc["by_layout"].values()) == report.totals["samples"]
+    # the guarantee the mixer checked before writing, as report.json has it
+    assert doc["guarantee"] == report.to_json()["guarantee"] and doc["guarantee"]["held"] == report.guarantee.held
+    assert all("sources" not in g for g in doc["groups"].values())  # pre-mixed: sources are mixed across groups
 
     text = _rendered(doc)
+    assert ("guarantee held: every full shard" in text) == report.guarantee.held
     for g, r in report.groups.items():
         cells = _row(text, g)
         assert cells[1:4] == [f"{100 * v:.1f}" for v in (r.target_share, r.planned_share, r.achieved_share)], (g, cells)
@@ -73,14 +77,35 @@ def test_tables_are_the_reports_numbers(mixed, tmp_path):
 def test_per_group_stats(mixed, tmp_path):
     root, report = mixed["pergroup"], mixed["reports"]["pergroup"]
     doc = run_stats(root, sample_shards=10, output=tmp_path / "out")
-    assert doc["mode"] == "per_group" and all("drift" not in s for s in doc["shards"])
+    assert doc["mode"] == "per_group" and all("expected" not in s for s in doc["shards"])
     assert all(doc["consistent_with_report"].values())
+    # a per-group shard's drift is the report's: of its sources' shares inside its group
+    assert {s["shard"]: s["drift"] for s in doc["shards"]} == {d.shard: d.max_abs_drift for d in report.shard_drift}
+    assert doc["guarantee"] == report.to_json()["guarantee"] and doc["max_full_shard_drift"] == report.max_full_shard_drift
     for g, r in report.groups.items():
-        assert doc["groups"][g]["achieved"]["samples"] == r.achieved["samples"]
-        assert doc["groups"][g]["shards"] == len(list((root / g).glob("*.tar")))
+        d = doc["groups"][g]
+        assert d["achieved"]["samples"] == r.achieved["samples"]
+        assert d["shards"] == len(list((root / g).glob("*.tar")))
+        # per group: its sources, planned (the report's quotas) against achieved (the shards')
+        assert set(d["sources"]) == set(r.sources)
+        quota = sum(x.quota for x in r.sources.values())
+        for src, x in d["sources"].items():
+            assert x["planned_share"] == pytest.approx(r.sources[src].quota / quota, abs=1e-6)
+            assert x["drift"] == pytest.approx(abs(x["achieved_share"] - x["planned_share"]), abs=2e-6)
+        assert sum(x["amount"] for x in d["sources"].values()) == pytest.approx(r.achieved["samples"])
+        full = [s["drift"] for s in doc["shards"] if s["shard"].startswith(f"{g}/")][:-1]
+        assert d.get("max_source_drift") == (max(full) if full else None)
     # the sample is spread over the group folders: every group is in the distributions
     assert set(doc["distributions"]["by_group"]) == set(report.groups)
-    assert "per-group shards" in _rendered(doc)
+    text = _rendered(doc)
+    assert "per-group shards" in text and "sources inside each group" in text
+    assert report.guarantee is not None and ("guarantee held" in text) == report.guarantee.held
+    if not report.guarantee.held:
+        assert f"the shards hold {report.guarantee.achievable:.4f}" in text
+    # the JSON reads back to the same report
+    from mixtures.stats.model import report_of
+
+    assert report_of(doc).to_json() == doc
 
 
 def test_tables_never_open_a_tar(mixed, monkeypatch):

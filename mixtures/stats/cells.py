@@ -6,7 +6,7 @@ from __future__ import annotations
 from mixtures.stats.model import Distributions, ShardRow, ShardsReport
 from mixtures.target_table import Bad, Strong, num, pct, target_table
 
-__all__ = ["count_table", "dist_table", "shard_table", "stage_target_table", "units_table"]
+__all__ = ["count_table", "dist_table", "guarantee_lines", "shard_table", "source_table", "stage_target_table", "units_table"]
 
 Grid = tuple[list[str], list[list[str]]]
 
@@ -53,3 +53,35 @@ def dist_table(d: Distributions) -> Grid:
         if s.n:
             cells.append([name, str(s.n), *(num(v) for v in (s.min, s.p10, s.p50, s.p90, s.max))])
     return ["value", "n", "min", "p10", "median", "p90", "max"], cells
+
+
+def source_table(r: ShardsReport) -> Grid | None:
+    """Per-group shards: every group's sources, planned vs achieved share of the group, and the
+    largest drift of one of the group's full shards from them (None when no group has sources)."""
+    cells = []
+    for g, st in r.groups.items():
+        if not st.sources:
+            continue
+        worst = st.max_source_drift
+        shard_cell = "-" if worst is None else (Bad(f"{worst:.3f}") if r.tolerance is not None and worst > r.tolerance else f"{worst:.3f}")
+        for i, (src, x) in enumerate(st.sources.items()):
+            delta = "-" if x.planned_share is None else f"{100 * (x.achieved_share - x.planned_share):+.1f}"
+            cells.append([g if i == 0 else "", src, pct(x.planned_share), pct(x.achieved_share), delta, num(x.amount), shard_cell if i == 0 else ""])
+    if not cells:
+        return None
+    return ["group", "source", "planned %", "achieved %", "Δ pts", r.unit, "worst full shard"], cells
+
+
+def guarantee_lines(r: ShardsReport) -> list[str | Bad]:
+    """What the mixer promised before writing (report.json's ``guarantee``), in words."""
+    g = r.guarantee
+    if g is None:
+        return []
+    what = "its sources' shares inside its group" if r.mode == "per_group" else "every group's share"
+    sizes = ", ".join(f"{num(v)} {r.unit}" + ("" if k == "." else f" ({k})") for k, v in g.shard_amounts.items())
+    if g.held:
+        return [f"guarantee held: every full shard ({g.full_shards}) holds {what} within {g.tolerance} (worst {g.achievable:.4f}); shard size {sizes}"]
+    out: list[str | Bad] = [Bad(f"guarantee not held: tolerance {g.tolerance}, the shards hold {g.achievable:.4f} (worst: {g.worst_shard}, {g.worst_group}" + (f", source {g.worst_source}" if g.worst_source else "") + ")")]
+    if g.suggestion:
+        out.append(f"a shard size that holds {g.tolerance}: shards: {{{g.suggestion}}}")
+    return out

@@ -14,7 +14,7 @@ from mixtures.pool import COST_KEYS
 from mixtures.report_model import MixReport, read_report
 from mixtures.shards import ShardStats
 from mixtures.shares import achieved_by_group, drift, expected_shares, prefix_drift
-from mixtures.stats.model import CuratedReport, GroupStats, ShardRow, ShardsReport, StatsReport
+from mixtures.stats.model import CuratedReport, GroupStats, ShardRow, ShardsReport, SourceShare, StatsReport
 from mixtures.stats.sampling import Sampled, pick_shards, read_shard_samples, tar_of
 
 __all__ = ["collect_report", "detect"]
@@ -94,7 +94,8 @@ def _groups(stats: list[ShardStats], report: MixReport | None, unit: str, totals
 
 def _shard_rows(root: Path, files: list[Path], stats: list[ShardStats], report: MixReport | None, phases: list[dict[str, float]] | None, unit: str) -> list[ShardRow]:
     """One row per shard; with ``phases`` (pre-mixed) its planned shares and drift (the report's
-    where it has the shard)."""
+    where it has the shard); per group, the report's drift of the shard's sources from their
+    planned shares inside its group."""
     report_drift = {d.shard: d.max_abs_drift for d in report.shard_drift} if report else {}
     rows = []
     for f, s in zip(files, stats, strict=True):
@@ -104,8 +105,40 @@ def _shard_rows(root: Path, files: list[Path], stats: list[ShardStats], report: 
             row.expected = expected_shares(s.by_phase, phases)
             name = Path(rel).name
             row.drift = report_drift[name] if name in report_drift else round(drift(s.by_group, s.by_phase, phases, unit), 6)
+        elif rel in report_drift:
+            row.drift = report_drift[rel]
         rows.append(row)
     return rows
+
+
+def _group_sources(stats: list[ShardStats], report: MixReport | None, shards: list[ShardRow]) -> dict[str, tuple[dict[str, SourceShare], float | None]]:
+    """Per-group shards: per group, each source's planned and achieved share of the group (in the
+    unit, from the shards' per-source amounts) and the largest drift of a full shard of the
+    group's folder (all but its last) from its sources' planned shares."""
+    amounts: dict[str, dict[str, float]] = {}
+    folder_rows: dict[str, list[ShardRow]] = {}
+    for s, row in zip(stats, shards, strict=True):
+        group = next(iter(s.by_group), None)
+        if group is None:
+            continue
+        acc = amounts.setdefault(group, {})
+        for per_source in s.by_phase_source.values():
+            for src, v in per_source.items():
+                acc[src] = acc.get(src, 0.0) + v
+        folder_rows.setdefault(group, []).append(row)
+    out = {}
+    for group, acc in amounts.items():
+        planned = report.groups[group].sources if report and group in report.groups else {}
+        quota = sum(p.quota for p in planned.values())
+        total = sum(acc.values())
+        sources = {}
+        for src in sorted(set(acc) | set(planned)):
+            p = planned[src].quota / quota if src in planned and quota else None
+            a = acc.get(src, 0.0) / total if total else 0.0
+            sources[src] = SourceShare(None if p is None else round(p, 6), round(a, 6), acc.get(src, 0.0), None if p is None else round(abs(a - p), 6))
+        full = [r.drift for r in folder_rows[group][:-1] if r.drift is not None]
+        out[group] = (sources, max(full) if full else None)
+    return out
 
 
 def _consistency(groups: dict[str, GroupStats], stats: list[ShardStats], report: MixReport, totals: dict[str, float]) -> dict[str, bool]:
@@ -130,6 +163,10 @@ def _collect_shards(root: Path, *, sample_shards: int, seed: int, thumbs: int) -
     totals = {k: sum(a.get(k, 0.0) for a in achieved_by_group(stats).values()) for k in COST_KEYS}
     groups = _groups(stats, report, unit, totals)
     shards = _shard_rows(root, files, stats, report, phases if mixed else None, unit)
+    if mode == "per_group":
+        for g, (sources, worst) in _group_sources(stats, report, shards).items():
+            if g in groups:
+                groups[g].sources, groups[g].max_source_drift = sources, worst
     by: dict[str, Counter[str]] = {k: Counter() for k in ("by_layout", "by_modality", "by_source")}
     for s in stats:
         for k in by:
@@ -161,6 +198,8 @@ def _collect_shards(root: Path, *, sample_shards: int, seed: int, thumbs: int) -
         consistent_with_report=_consistency(groups, stats, report, totals) if report else None,
         sampled_shards=read,
         distributions=sampled.summary(),
+        guarantee=report.guarantee if report else None,
+        max_full_shard_drift=report.max_full_shard_drift if report else None,
     )
     return out, sampled
 

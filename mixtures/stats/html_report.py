@@ -9,7 +9,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mixtures.stats.cells import count_table, dist_table, shard_table, stage_target_table, units_table
+from mixtures.stats.cells import (
+    count_table,
+    dist_table,
+    guarantee_lines,
+    shard_table,
+    source_table,
+    stage_target_table,
+    units_table,
+)
 from mixtures.stats.model import CuratedReport, ShardsReport, StatsReport, report_of
 from mixtures.stats.sampling import Sampled
 from mixtures.target_table import Bad, Strong, num
@@ -56,18 +64,25 @@ def _shards_part(r: ShardsReport) -> list[str]:
         f"unit <b>{_e(unit)}</b>, budget {num(r.budget)}; {r.skipped} samples skipped.</p>",
     ]
     parts += [f"<p class='bad'>target not met: {_e(sf.group)} missing {num(sf.missing)} {_e(unit)} ({_e(sf.reason)})</p>" for sf in r.shortfalls]
+    parts += [f"<p>{_cell(line)}</p>" for line in guarantee_lines(r)]
     parts += [f"<h2>target vs achieved ({_e(unit)})</h2>", _table(*stage_target_table(r))]
     parts += ["<h2>achieved in every unit: amount (share %)</h2>", _table(*units_table(r))]
     if r.blend:
         cells = [[b.group, b.path, num(b.amount), f"{b.weight:.4f}", num(b.samples)] for b in r.blend]
         parts += ["<h2>per-group shards and their blend</h2>", _table(["group", "folder", f"planned {unit}", "weight", "samples"], cells)]
+    sources = source_table(r)
+    if sources:
+        parts += [f"<h2>sources inside each group ({_e(unit)})</h2>", _table(*sources)]
     for name in ("by_layout", "by_modality", "by_source"):
         parts += [f"<h2>samples {name.replace('_', ' ')}</h2>", _table(*count_table(name, getattr(r, name)))]
     parts += ["<h2>per shard</h2>", _table(*shard_table(r.shards[:_MAX_SHARDS], r.tolerance))]
     if len(r.shards) > _MAX_SHARDS:
         parts.append(f"<p class='note'>first {_MAX_SHARDS} of {len(r.shards)} shards; `curate stats --json` lists all.</p>")
     if r.mode == "per_group":
-        parts.append("<p class='note'>per-group shards: each shard holds one group, so there is no per-shard ratio drift; the mix is made at load time from the blend weights.</p>")
+        parts.append(
+            "<p class='note'>per-group shards: each shard holds one group, its drift is that of its sources' shares inside "
+            "the group; the mix is made at load time from the blend weights.</p>"
+        )
     return parts
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal, TypeVar
 
 from mixtures.pool import COST_KEYS
-from mixtures.report_model import BlendEntry, PrefixDrift, Shortfall
+from mixtures.report_model import BlendEntry, PrefixDrift, ShardGuarantee, Shortfall
 from mixtures.target_table import TargetRow
 
 __all__ = [
@@ -18,9 +18,11 @@ __all__ = [
     "Distributions",
     "GroupStats",
     "PrefixDrift",
+    "ShardGuarantee",
     "ShardRow",
     "ShardsReport",
     "Shortfall",
+    "SourceShare",
     "Spread",
     "StatsReport",
     "from_fields",
@@ -107,6 +109,16 @@ class Distributions:
                    thumbnails=d.get("thumbnails", {}), **spreads)  # fmt: skip
 
 
+@dataclass(frozen=True)
+class SourceShare:
+    """One source inside its group (per-group shards): planned and achieved share of the group, in the unit."""
+
+    planned_share: float | None  # None: the report does not plan this source
+    achieved_share: float
+    amount: float  # achieved, in the stage unit
+    drift: float | None  # |achieved - planned| over the whole group folder
+
+
 @dataclass
 class GroupStats:
     """One group of a shard folder: the report's target and plan, what the shards hold."""
@@ -121,6 +133,15 @@ class GroupStats:
     max_repeat_factor: float | None
     missing: float  # shortfall against the target (0: met)
     shards: int  # shards holding the group
+    # per-group shards: each source's share of the group, and the largest drift of a full shard
+    # of the group from its sources' planned shares (the report's)
+    sources: dict[str, SourceShare] | None = field(default=None, metadata=_OMIT_NONE)
+    max_source_drift: float | None = field(default=None, metadata=_OMIT_NONE)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> GroupStats:
+        src = d.get("sources")
+        return cls(**{**_known(cls, d), "sources": None if src is None else {k: from_fields(SourceShare, v) for k, v in src.items()}})
 
     def target_row(self, name: str, unit: str) -> TargetRow:
         return TargetRow(name, self.target_share, self.planned_share, self.achieved_share,
@@ -173,6 +194,8 @@ class ShardsReport:
     plots: dict[str, str] | None = field(default=None, metadata=_OMIT_NONE)  # name -> PNG path, once written
     html: str | None = field(default=None, metadata=_OMIT_NONE)
     kind: Literal["shards"] = "shards"
+    guarantee: ShardGuarantee | None = field(default=None, metadata=_OMIT_NONE)  # report.json's, checked before writing
+    max_full_shard_drift: float | None = field(default=None, metadata=_OMIT_NONE)  # report.json's: over full shards
 
     def target_rows(self) -> list[TargetRow]:
         return [g.target_row(name, self.unit) for name, g in self.groups.items()]
@@ -188,12 +211,13 @@ class ShardsReport:
     def from_json(cls, d: dict[str, Any]) -> ShardsReport:
         return cls(**{
             **_known(cls, d),
-            "groups": {g: from_fields(GroupStats, r) for g, r in d["groups"].items()},
+            "groups": {g: GroupStats.from_json(r) for g, r in d["groups"].items()},
             "shortfalls": [from_fields(Shortfall, s) for s in d.get("shortfalls", [])],
             "blend": [from_fields(BlendEntry, b) for b in d.get("blend", [])],
             "shards": [from_fields(ShardRow, r) for r in d["shards"]],
             "prefix_drift": [from_fields(PrefixDrift, p) for p in d.get("prefix_drift", [])],
             "distributions": Distributions.from_json(d["distributions"]),
+            "guarantee": from_fields(ShardGuarantee, d["guarantee"]) if d.get("guarantee") else None,
         })  # fmt: skip
 
 

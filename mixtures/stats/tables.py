@@ -5,9 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from mixtures.stats.cells import count_table, dist_table, shard_table, stage_target_table, units_table
+from mixtures.stats.cells import (
+    count_table,
+    dist_table,
+    guarantee_lines,
+    shard_table,
+    source_table,
+    stage_target_table,
+    units_table,
+)
 from mixtures.stats.model import CuratedReport, ShardRow, ShardsReport, StatsReport, report_of
-from mixtures.target_table import num, rich_table
+from mixtures.target_table import Bad, num, rich_table
 
 __all__ = ["print_tables"]
 
@@ -44,16 +52,24 @@ def _print_shards(r: ShardsReport, console, max_rows: int) -> None:
     unit = r.unit
     console.print(rich_table(f"stage {r.stage} ({r.mode}): target vs achieved, in {unit}", *stage_target_table(r)))
     console.print(rich_table("achieved in every unit: amount (share %)", *units_table(r), fold="first"))
+    sources = source_table(r)
+    if sources:
+        console.print(rich_table(f"sources inside each group, in {unit} (per-group shards)", *sources, fold="first"))
     shown, note = _most_drift(r.shards, max_rows)
-    console.print(rich_table(f"per shard{note}", *shard_table(shown, r.tolerance)))
+    of = " (drift: of its sources' shares inside its group)" if r.mode == "per_group" else ""
+    console.print(rich_table(f"per shard{note}{of}", *shard_table(shown, r.tolerance)))
     for name in ("by_layout", "by_modality", "by_source"):
         console.print(rich_table(f"samples {name.replace('_', ' ')}", *count_table(name, getattr(r, name)), fold="none"))
     console.print(rich_table(f"distributions (sample of {r.distributions.samples})", *dist_table(r.distributions), fold="none"))
     for sf in r.shortfalls:
         console.print(f"[yellow]target not met[/yellow]: {sf.group} missing {num(sf.missing)} {unit} ({sf.reason})")
     tol = r.tolerance
+    for line in guarantee_lines(r):
+        console.print(f"[red]{line}[/red]" if isinstance(line, Bad) else line, highlight=False)
     if r.mode == "per_group":
-        console.print("per-group shards: each shard holds one group; the mix is made at load time from the blend weights")
+        worst = max((g.max_source_drift for g in r.groups.values() if g.max_source_drift is not None), default=None)
+        drift = "" if worst is None else f"; max drift of a full shard of its sources' shares {worst:.4f} ({'within' if tol is None or worst <= tol else '[red]outside[/red]'} tolerance {tol})"
+        console.print(f"per-group shards: each shard holds one group; the mix is made at load time from the blend weights{drift}")
     elif r.max_shard_drift is not None:
         ok = "within" if tol is None or r.max_shard_drift <= tol else "[red]outside[/red]"
         last = r.prefix_drift[-1].max_abs_drift if r.prefix_drift else 0.0
