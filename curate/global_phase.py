@@ -5,11 +5,12 @@ in its process whatever the corpus size: partitions are sized by their key rows
 (``ROWS_PER_PARTITION``, ``KEY_ROWS_PER_PARTITION``), and each file is read and written alone.
 Layout under the segment's folder (file index = the file's position in the sorted input list):
 
-map:     every input file -> ``op.summarize`` -> ``_keys/<index>.parquet``: its key rows sorted
-         by partition of ``_key``, one row group per partition (the partitions in the file's
-         metadata), so a reducer reads one row group of each file and the map writes one file.
-reduce:  every partition -> ``op.decide`` on the row groups of that partition ->
-         ``_dparts/p<k>.parquet`` (the decisions with each id's file index, row groups by file
+map:     every input file -> ``op.summarize`` -> ``_keys/<index>.arrow``: its key rows sorted
+         by (fine) partition of ``_key`` in one Arrow IPC file whose metadata holds each
+         partition's row offset, so a reducer memory-maps each file and slices its partitions
+         (no footer to parse, nothing else read) and the map writes one file.
+reduce:  every partition (consecutive fine partitions up to the target size) -> ``op.decide`` ->
+         ``_dparts/p<k>.arrow`` (the decisions with each id's file index, grouped by file
          bucket) -> regroup: every file bucket -> ``_decisions/<file stem>.parquet``.
 apply:   every file -> ``op.apply`` with ``_decisions/<its stem>.parquet`` only (``ApplyFn``, run
          inside the segment's Ray Data pipeline together with the row-local stages that follow).
@@ -77,7 +78,9 @@ KEY_ROWS_PER_PARTITION = 1_000_000
 #: at least this many summary (or key) rows per partition, when more partitions only add tasks
 MIN_ROWS_PER_PARTITION = 100_000
 LAYOUT = "per-file-decisions/1"
-_PARTS_META = b"nmm.partitions"
+_OFFSETS = b"nmm.offsets"
+#: fine partitions per reducer (what the map writes), merged by their real sizes into reducers
+FINE = 4
 
 
 # ------------------------------------------------------------------------------- measurement
@@ -137,37 +140,45 @@ def _step_stats(results: list[dict[str, Any]]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------- file layout
 
 
-def _parquet_bytes(parts: list[tuple[int, pa.Table]], meta_key: bytes) -> bytes:
-    """One Parquet file: each (tag, table) as one row group, the tags in the file's metadata."""
-    schema = parts[0][1].schema.with_metadata({meta_key: json.dumps([t for t, _ in parts]).encode()})
-    sink = pa.BufferOutputStream()
-    with pq.ParquetWriter(sink, schema, compression="zstd") as w:
-        for _, t in parts:
-            w.write_table(t.replace_schema_metadata(schema.metadata), row_group_size=max(1, t.num_rows))
-    return sink.getvalue().to_pybytes()
-
-
-def _write_grouped(table: pa.Table, tags: np.ndarray, path: Path, meta_key: bytes) -> int:
-    """``table`` split by ``tags`` (one row group per tag, ascending) into one file; its size."""
+def _write_grouped(table: pa.Table, tags: np.ndarray, n_tags: int, path: Path) -> int:
+    """``table`` sorted by ``tags`` (0..n_tags-1) into one Arrow IPC file whose metadata holds
+    the row offset of every tag, so a reader slices its tags without reading the rest; its size."""
+    tags = np.asarray(tags, dtype=np.int64)
     order = np.argsort(tags, kind="stable")
-    tags = tags[order]
     table = table.take(pa.array(order))
-    starts = np.flatnonzero(np.r_[True, tags[1:] != tags[:-1]])
-    ends = np.r_[starts[1:], len(tags)]
-    parts = [(int(tags[lo]), table.slice(lo, hi - lo)) for lo, hi in zip(starts, ends, strict=True)]
-    data = _parquet_bytes(parts, meta_key)
+    offsets = np.zeros(n_tags + 1, dtype="<i8")
+    np.cumsum(np.bincount(tags, minlength=n_tags), out=offsets[1:])
+    table = table.replace_schema_metadata({_OFFSETS: offsets.tobytes()})
+    data = _ipc_bytes(table)
     atomic_write_bytes(path, data)
     return len(data)
 
 
-def _read_group(path: Path, tag: int, meta_key: bytes, columns: list[str] | None = None) -> pa.Table | None:
-    """The row groups of ``path`` tagged ``tag`` (None when it has none)."""
-    pf = pq.ParquetFile(path)
-    tags = json.loads(pf.schema_arrow.metadata[meta_key])
-    groups = [i for i, t in enumerate(tags) if t == tag]
-    if not groups:
+def _read_groups(path: Path, lo: int, hi: int, columns: list[str] | None = None) -> pa.Table | None:
+    """The rows of tags lo..hi-1 of a ``_write_grouped`` file (None when there are none),
+    memory-mapped: only those rows are read."""
+    with pa.memory_map(str(path), "r") as src:
+        table = pa.ipc.open_file(src).read_all()
+    offsets = np.frombuffer(table.schema.metadata[_OFFSETS], dtype="<i8")
+    start, stop = int(offsets[lo]), int(offsets[hi])
+    if stop <= start:
         return None
-    return pf.read_row_groups(groups, columns=columns)
+    table = table.slice(start, stop - start)
+    return table.select(columns) if columns is not None else table
+
+
+def _ranges(counts: np.ndarray, target: int) -> list[tuple[int, int]]:
+    """Consecutive tags grouped into ranges of about ``target`` rows (at least one tag each;
+    tags without rows are left out at the ends of the ranges)."""
+    out, lo, acc = [], 0, 0
+    for t, c in enumerate(counts.tolist()):
+        if acc and acc + c > target:
+            out.append((lo, t))
+            lo, acc = t, 0
+        acc += c
+    if acc:
+        out.append((lo, len(counts)))
+    return out
 
 
 def _table_bytes(table: pa.Table) -> bytes:
@@ -213,7 +224,7 @@ class FileRows(RowSource):
 
 
 @_task
-def _map_file(op: GlobalOperator, path: str, index: int, partitions: int, work: str) -> dict[str, Any]:
+def _map_file(op: GlobalOperator, path: str, index: int, fine: int, work: str) -> dict[str, Any]:
     table = pq.read_table(path)
     out: dict[str, Any] = {"rows": table.num_rows, "key_rows": 0, "key_bytes": 0, "row_bytes": 0, "errors": 0}
     if getattr(op, "row_refs", False):
@@ -227,16 +238,18 @@ def _map_file(op: GlobalOperator, path: str, index: int, partitions: int, work: 
         keys = op.summarize(table)
         del table
     if keys.num_rows:
-        part = partition_of(keys["_key"].combine_chunks(), partitions)
-        out["key_bytes"] = _write_grouped(keys, np.asarray(part), Path(work) / "_keys" / f"{index:06d}.parquet", _PARTS_META)
+        part = np.asarray(partition_of(keys["_key"].combine_chunks(), fine))
+        out["key_bytes"] = _write_grouped(keys, part, fine, Path(work) / "_keys" / f"{index:06d}.arrow")
         out["key_rows"] = keys.num_rows
+        out["fine_counts"] = np.bincount(part, minlength=fine)
     return out
 
 
-def _partition_keys(p: int, key_files: list[tuple[int, str]], columns: list[str]) -> tuple[list[pa.Table], list[int]]:
+def _partition_keys(span: tuple[int, int], key_files: list[tuple[int, str]], columns: list[str] | None) -> tuple[list[pa.Table], list[int]]:
+    """The key rows of fine partitions span[0]..span[1]-1 from every key file, and each part's file index."""
     tables, owners = [], []
     for index, path in key_files:
-        t = _read_group(Path(path), p, _PARTS_META, columns)
+        t = _read_groups(Path(path), span[0], span[1], columns)
         if t is not None and t.num_rows:
             tables.append(t)
             owners.append(index)
@@ -244,22 +257,23 @@ def _partition_keys(p: int, key_files: list[tuple[int, str]], columns: list[str]
 
 
 @_task
-def _hot_partition(p: int, key_files: list[tuple[int, str]], cap: int) -> dict[str, Any]:
-    tables, _ = _partition_keys(p, key_files, ["_key"])
+def _hot_partition(span: tuple[int, int], key_files: list[tuple[int, str]], cap: int) -> dict[str, Any]:
+    tables, _ = _partition_keys(span, key_files, ["_key"])
     keys = np.concatenate([t["_key"].to_numpy() for t in tables]) if tables else np.zeros(0, np.int64)
     return {"hot": hot_keys(keys, cap), "key_rows": len(keys)}
 
 
 @_task
-def _reduce_refs(op, p: int, key_files: list[tuple[int, str]], work: str, hot: np.ndarray, out_path: str) -> dict[str, Any]:
-    tables, owners = _partition_keys(p, key_files, ["_key", "_row"])
+def _reduce_refs(op, span: tuple[int, int], key_files: list[tuple[int, str]], work: str, hot: np.ndarray, out_path: str) -> dict[str, Any]:
+    tables, owners = _partition_keys(span, key_files, None)
     if not tables:
         return {}
     key = np.concatenate([t["_key"].to_numpy() for t in tables])
     ref = np.concatenate([(np.int64(i) << np.int64(REF_SHIFT)) | t["_row"].to_numpy().astype(np.int64) for i, t in zip(owners, tables, strict=True)])
+    rank = np.concatenate([t["_rank"].to_numpy() for t in tables]) if "_rank" in tables[0].column_names else None
     del tables
-    res = op.decide_partition(key, ref, FileRows(Path(work) / "_rows"), hot)
-    del key, ref
+    res = op.decide_partition(key, ref, FileRows(Path(work) / "_rows"), hot, rank)
+    del key, ref, rank
     data = _table_bytes(res.edges)
     atomic_write_bytes(out_path, data)
     return {**res.counts, "edge_bytes": len(data), "edges_in_memory_bytes": res.edges.nbytes}
@@ -270,8 +284,8 @@ def _file_bucket(index: np.ndarray, files: int, buckets: int) -> np.ndarray:
 
 
 @_task
-def _reduce_summary(op, p: int, key_files: list[tuple[int, str]], stems: list[str], out_path: str, buckets: int) -> dict[str, Any]:
-    tables, owners = _partition_keys(p, key_files, None)
+def _reduce_summary(op, span: tuple[int, int], key_files: list[tuple[int, str]], stems: list[str], out_path: str, buckets: int) -> dict[str, Any]:
+    tables, owners = _partition_keys(span, key_files, None)
     if not tables:
         return {}
     summary = pa.concat_tables(
@@ -290,7 +304,7 @@ def _reduce_summary(op, p: int, key_files: list[tuple[int, str]], stems: list[st
     if decisions.num_rows:
         decisions = decisions.join(summary.select(["id", "_fidx"]), "id", join_type="left outer")
         bucket = _file_bucket(decisions["_fidx"].to_numpy(), len(stems), buckets)
-        nbytes = _write_grouped(decisions, bucket, Path(out_path), _PARTS_META)
+        nbytes = _write_grouped(decisions, bucket, buckets, Path(out_path))
     else:
         nbytes = 0
     return {"summary_rows": summary.num_rows, "decisions": decisions.num_rows, "decision_bytes": nbytes}
@@ -315,7 +329,7 @@ def _write_per_file(decisions: pa.Table, index: np.ndarray, stems: list[str], de
 
 @_task
 def _regroup(b: int, dpart_files: list[str], stems: list[str], decisions_dir: str) -> dict[str, Any]:
-    tables = [t for f in dpart_files if (t := _read_group(Path(f), b, _PARTS_META)) is not None and t.num_rows]
+    tables = [t for f in dpart_files if (t := _read_groups(Path(f), b, b + 1)) is not None and t.num_rows]
     if not tables:
         return {"files": 0}
     decisions = pa.concat_tables(tables, promote_options="default")
@@ -424,7 +438,12 @@ def run_in_process(op: GlobalOperator, table: pa.Table, partitions: int = 3) -> 
         ref = keys["_row"].to_numpy().astype(np.int64)  # file 0
         part = np.asarray(partition_of(keys["_key"].combine_chunks(), partitions)) if len(key) else np.zeros(0, np.int32)
         hot = hot_keys(key, op.bucket_cap())
-        results = [op.decide_partition(key[part == p], ref[part == p], src, hot) for p in range(partitions) if (part == p).any()]
+        rank = keys["_rank"].to_numpy() if "_rank" in keys.column_names else None
+        results = [
+            op.decide_partition(key[part == p], ref[part == p], src, hot, None if rank is None else rank[part == p])
+            for p in range(partitions)
+            if (part == p).any()
+        ]
         errs = rows.filter(pc.is_valid(rows["_error_reason"])) if rows.num_rows else None
         if errs is not None:
             errs = errs.select(["id", "_error_reason", "_error_detail"]).append_column(
@@ -474,7 +493,11 @@ def decide_globally(
     rows_per_partition: int = ROWS_PER_PARTITION,
 ) -> Path:
     """Run the map and reduce steps (and the optional fit, hot-key and combine steps); returns the
-    decisions folder (reused when complete): ``<stem>.parquet`` per input file with decisions."""
+    decisions folder (reused when complete): ``<stem>.parquet`` per input file with decisions.
+
+    The map step hash-partitions key rows into FINE times more partitions than the estimate
+    (``op.keys_per_row()`` key rows a row), and the reducers take consecutive fine partitions up to
+    ``key_rows_per_partition`` (``rows_per_partition``) rows, by the counts the map step found."""
     import ray
 
     decisions_dir = out / "_decisions"
@@ -487,30 +510,34 @@ def decide_globally(
     rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
     stems = [Path(f).stem for f in files]
     refs = bool(getattr(op, "row_refs", False))
-    if refs:
-        partitions = partitions_for(rows, op.keys_per_row(), key_rows_per_partition, cpus)
-    else:
-        partitions = partitions_for(rows, 1, rows_per_partition, cpus)
+    per_row = op.keys_per_row() if refs else 1
+    target = key_rows_per_partition if refs else rows_per_partition
+    fine = FINE * partitions_for(rows, per_row, target, cpus)
     steps: dict[str, list[dict[str, Any]]] = {}
     if op.fit_rows() > 0 and files:
         op = ray.get(ray.remote(num_cpus=1)(_fit).remote(op, [str(f) for f in files], rows))
     op_ref = ray.put(op)
-    mapped = ray.get([ray.remote(num_cpus=1)(_map_file).remote(op_ref, str(f), i, partitions, str(out)) for i, f in enumerate(files)])
+    mapped = ray.get([ray.remote(num_cpus=1)(_map_file).remote(op_ref, str(f), i, fine, str(out)) for i, f in enumerate(files)])
+    key_files = [(i, str(dirs["_keys"] / f"{i:06d}.arrow")) for i, m in enumerate(mapped) if m["key_rows"]]
+    fine_counts = sum((m.pop("fine_counts") for m in mapped if "fine_counts" in m), np.zeros(fine, np.int64))
     steps["map"] = mapped
-    key_files = [(i, str(dirs["_keys"] / f"{i:06d}.parquet")) for i, m in enumerate(mapped) if m["key_rows"]]
+    key_rows = int(fine_counts.sum())
+    # reducers: consecutive fine partitions, enough of them to keep the cores busy
+    per_reducer = max(1, min(target, max(MIN_ROWS_PER_PARTITION, math.ceil(key_rows / (2 * max(1, cpus))))))
+    spans = _ranges(fine_counts, per_reducer) if key_rows else []
     decisions_dir.mkdir(parents=True, exist_ok=True)
     n_decisions = 0
     if refs:
         cap = op.bucket_cap()
         hot = np.zeros(0, np.int64)
-        if cap is not None and key_files:
-            found = ray.get([ray.remote(num_cpus=1)(_hot_partition).remote(p, key_files, cap) for p in range(partitions)])
+        if cap is not None and spans:
+            found = ray.get([ray.remote(num_cpus=1)(_hot_partition).remote(sp, key_files, cap) for sp in spans])
             steps["hot"] = [{k: v for k, v in f.items() if k != "hot"} | {"hot_keys": len(f["hot"])} for f in found]
             hot = np.unique(np.concatenate([f["hot"] for f in found]))
         hot_ref = ray.put(hot)
         reduce = ray.remote(num_cpus=1)(_reduce_refs)
-        outs = [str(dirs["_partials"] / f"p{p:05d}.parquet") for p in range(partitions)]
-        reduced = ray.get([reduce.remote(op_ref, p, key_files, str(out), hot_ref, outs[p]) for p in range(partitions)]) if key_files else []
+        outs = [str(dirs["_partials"] / f"p{p:05d}.parquet") for p in range(len(spans))]
+        reduced = ray.get([reduce.remote(op_ref, sp, key_files, str(out), hot_ref, o) for sp, o in zip(spans, outs, strict=True)])
         steps["reduce"] = reduced
         counts: dict[str, int] = {}
         for r in reduced:
@@ -526,8 +553,8 @@ def decide_globally(
             n_decisions = combined["decisions"]
     elif op.has_combine():
         decide = ray.remote(num_cpus=1)(_reduce_summary)
-        outs = [str(dirs["_partials"] / f"p{p:05d}.parquet") for p in range(partitions)]
-        reduced = ray.get([decide.remote(op_ref, p, key_files, stems, outs[p], 1) for p in range(partitions)]) if key_files else []
+        outs = [str(dirs["_partials"] / f"p{p:05d}.parquet") for p in range(len(spans))]
+        reduced = ray.get([decide.remote(op_ref, sp, key_files, stems, o, 1) for sp, o in zip(spans, outs, strict=True)])
         steps["reduce"] = reduced
         partial_files = [o for o, r in zip(outs, reduced, strict=True) if r]
         if partial_files:
@@ -535,10 +562,10 @@ def decide_globally(
             steps["combine"] = [combined]
             n_decisions = combined["decisions"]
     else:
-        buckets = max(1, min(len(files), partitions))
+        buckets = max(1, min(len(files), len(spans)))
         decide = ray.remote(num_cpus=1)(_reduce_summary)
-        outs = [str(dirs["_dparts"] / f"p{p:05d}.parquet") for p in range(partitions)]
-        reduced = ray.get([decide.remote(op_ref, p, key_files, stems, outs[p], buckets) for p in range(partitions)]) if key_files else []
+        outs = [str(dirs["_dparts"] / f"p{p:05d}.arrow") for p in range(len(spans))]
+        reduced = ray.get([decide.remote(op_ref, sp, key_files, stems, o, buckets) for sp, o in zip(spans, outs, strict=True)])
         steps["reduce"] = reduced
         dparts = [o for o, r in zip(outs, reduced, strict=True) if r.get("decisions")]
         if dparts:
@@ -550,14 +577,16 @@ def decide_globally(
         "decisions": n_decisions,
         "rows": rows,
         "files": len(files),
-        "partitions": partitions,
+        "key_rows": key_rows,
+        "fine_partitions": fine,
+        "partitions": len(spans),
         "seconds": round(time.perf_counter() - t_start, 3),
         "steps": {name: _step_stats(results) for name, results in steps.items()},
     }
     atomic_write_json(decisions_dir / "_SUCCESS", info)
     for name in ("_keys", "_rows", "_partials", "_dparts"):
         shutil.rmtree(dirs[name], ignore_errors=True)
-    log.info("%s: %d rows, %d files, %d partitions, %d decisions", op.stage, rows, len(files), partitions, n_decisions)
+    log.info("%s: %d rows, %d files, %d partitions, %d decisions", op.stage, rows, len(files), len(spans), n_decisions)
     return decisions_dir
 
 

@@ -129,6 +129,70 @@ class KeyLists:
     def __call__(self, rows: np.ndarray) -> np.ndarray:
         return self._gather(rows, self.values, PAD)
 
+    def rank_of(self, rows: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        """Per (row, key the row holds): the key's place in the row's sorted list."""
+        return self._lower_bound(np.asarray(rows), np.asarray(keys, dtype=np.int64)) - self.offsets[rows]
+
+    def _lower_bound(self, rows: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """Per (row, value): the position in ``values`` of the first key >= value in the row's
+        list (sorted), by a vectorised binary search."""
+        lo = self.offsets[rows].copy()
+        hi = self.offsets[rows + 1].copy()
+        top = len(self.values) - 1
+        while True:
+            active = lo < hi
+            if not active.any():
+                return lo
+            mid = (lo + hi) >> 1
+            less = active & (self.values[np.minimum(mid, top)] < v)
+            lo = np.where(less, mid + 1, lo)
+            hi = np.where(active & ~less, mid, hi)
+
+    def shared_below(self, x: np.ndarray, y: np.ndarray, rx: np.ndarray, ry: np.ndarray) -> np.ndarray:
+        """Per pair of rows (x[i], y[i]) that share a key at rank rx[i] in x's list and ry[i] in
+        y's (lists sorted as int64): whether they also share a smaller key that is not hot.
+
+        The shorter of the two prefixes is scanned in order: each key is compared with the other
+        row's key of the same rank (LSH keys of similar rows line up), else looked up in the
+        other's prefix by binary search. A pair leaves the scan at its first shared key, so
+        near-duplicates, which share their first keys, cost a comparison or two; a pair with a
+        key at rank 0 costs nothing."""
+        rx, ry = np.asarray(rx, dtype=np.int64), np.asarray(ry, dtype=np.int64)
+        swap = ry < rx
+        scan, other = np.where(swap, y, x), np.where(swap, x, y)
+        short, long_ = np.minimum(rx, ry), np.maximum(rx, ry)
+        found = np.zeros(len(x), dtype=bool)
+        todo = np.flatnonzero(short > 0)
+        j = 0
+        while len(todo):
+            pos = self.offsets[scan[todo]] + j
+            base = self.offsets[other[todo]]
+            v = self.values[pos]
+            hit = self.values[base + j] == v  # j < short <= long_: inside the other's prefix
+            if self.hot is not None:
+                hit &= ~self.hot[pos]
+                miss = np.flatnonzero(~hit & ~self.hot[pos])
+            else:
+                miss = np.flatnonzero(~hit)
+            if len(miss):
+                lo = base[miss]
+                hi = lo + long_[todo[miss]]
+                while True:
+                    active = lo < hi
+                    if not active.any():
+                        break
+                    mid = (lo + hi) >> 1
+                    less = active & (self.values[mid] < v[miss])
+                    lo = np.where(less, mid + 1, lo)
+                    hi = np.where(active & ~less, mid, hi)
+                end = base[miss] + long_[todo[miss]]
+                inside = lo < end
+                hit[miss[inside]] = self.values[lo[inside]] == v[miss[inside]]
+            found[todo[hit]] = True
+            j += 1
+            todo = todo[~hit & (short[todo] > j)]
+        return found
+
     def shared(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per pair of rows (x[i], y[i]): (smallest shared key that is not hot, smallest shared
         hot key, number of shared keys); PAD where there is none."""

@@ -146,11 +146,18 @@ PARTIAL_SCHEMA = pa.schema(
         pa.field("b_file", pa.string()),
         pa.field("b_has_text", pa.bool_()),
         pa.field("candidates", pa.int64()),  # counts: candidate pairs verified in the partition
+        # counts: the partition's other counters (``COUNTERS``)
+        pa.field("key_rows", pa.int64()),
+        pa.field("rows_read", pa.int64()),
+        pa.field("hot_buckets", pa.int64()),
+        pa.field("hot_members", pa.int64()),
+        pa.field("hot_unverified", pa.int64()),
     ]
 )
 
 #: the counters of a partition (summed over partitions into the report's stats)
 COUNTERS = ("key_rows", "rows_read", "candidate_pairs", "edges", "hot_buckets", "hot_members", "hot_unverified")
+_COUNT_COLUMNS = ("key_rows", "rows_read", "hot_buckets", "hot_members", "hot_unverified")
 
 
 def first_media(rec: dict[str, Any], modality: str) -> dict[str, Any] | None:
@@ -184,8 +191,9 @@ class Verified:
 
 
 class RowSummary(NamedTuple):
-    """What the map step makes of one file: key rows (``_key`` int64, ``_row`` int32) and the
-    row table they point into (one row per eligible row: ``ROW_FIELDS`` + signature columns)."""
+    """What the map step makes of one file: key rows (``_key`` int64, ``_row`` int32, ``_rank``
+    uint16: the key's place in its row's sorted key list) and the row table they point into (one
+    row per eligible row: ``ROW_FIELDS`` + signature columns)."""
 
     keys: pa.Table
     rows: pa.Table
@@ -345,16 +353,18 @@ class NearDupOperator(GlobalOperator[NP]):
     def summary_from_signatures(self, live: pa.Table, sig: Signatures) -> RowSummary:
         """The row table (one row per row of ``live``) and its key rows (one per capped key).
 
-        ``sig.keys`` is a list of per-row arrays, or one (rows, k) matrix whose rows hold distinct
-        keys (the vectorised path the benchmarks use for millions of rows)."""
+        ``sig.keys`` is a list of per-row arrays, or one (rows, k) matrix (the vectorised path the
+        benchmarks use for millions of rows)."""
         n = live.num_rows
         errors = sig.errors or [None] * n
         err = np.array([e is not None for e in errors], dtype=bool)
         cap = self.params.max_keys
-        if isinstance(sig.keys, np.ndarray):
-            km = cap_key_matrix(np.asarray(sig.keys, dtype=np.uint64).reshape(n, -1), cap)
-            counts = np.full(n, km.shape[1], dtype=np.int64)
-            flat = km.reshape(-1)
+        if isinstance(sig.keys, np.ndarray):  # a row's repeated keys (equal views) are kept once
+            km = np.sort(cap_key_matrix(np.asarray(sig.keys, dtype=np.uint64).reshape(n, -1), cap), axis=1)
+            distinct = np.ones(km.shape, dtype=bool)
+            distinct[:, 1:] = km[:, 1:] != km[:, :-1]
+            counts = distinct.sum(axis=1).astype(np.int64)
+            flat = km[distinct]
         else:
             capped = [cap_keys(k, cap) for k in sig.keys]
             counts = np.array([len(k) for k in capped], dtype=np.int64)
@@ -363,14 +373,21 @@ class NearDupOperator(GlobalOperator[NP]):
             flat = flat[np.repeat(~err, counts)]
             counts[err] = 0
         flat = as_key(flat)
+        owner = np.repeat(np.arange(n), counts)
+        flat = flat[np.lexsort((flat, owner))]  # each row's keys sorted as int64 (KeyLists.shared_below)
         offsets = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
         if offsets[-1] < 2**31:
             key_lists = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(flat, pa.int64()))
         else:
             key_lists = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.int64()))
+        rank = np.arange(len(flat), dtype=np.int64) - np.repeat(offsets[:-1], counts)
         keys = pa.table(
-            {"_key": pa.array(flat, pa.int64()), "_row": pa.array(np.repeat(np.arange(n, dtype=np.int32), counts), pa.int32())}
+            {
+                "_key": pa.array(flat, pa.int64()),
+                "_row": pa.array(owner.astype(np.int32), pa.int32()),
+                "_rank": pa.array(rank.astype(np.uint16), pa.uint16()),  # the key's place in the row's sorted list
+            }
         )
         cols: dict[str, Any] = {
             "id": live["id"] if n else pa.array([], pa.string()),
@@ -386,10 +403,12 @@ class NearDupOperator(GlobalOperator[NP]):
         return RowSummary(keys, pa.table(cols))
 
     # -- reduce ------------------------------------------------------------------------------------
-    def decide_partition(self, key: np.ndarray, ref: np.ndarray, rows: RowSource, hot: np.ndarray) -> PartitionResult:
-        """One partition's key rows (``_key``, row reference) -> its verified edges. Rows are read
-        from ``rows`` only for buckets of at least two members; ``hot`` are the hot keys of every
-        partition (sorted)."""
+    def decide_partition(
+        self, key: np.ndarray, ref: np.ndarray, rows: RowSource, hot: np.ndarray, rank: np.ndarray | None = None
+    ) -> PartitionResult:
+        """One partition's key rows (``_key``, row reference, ``_rank``) -> its verified edges. Rows
+        are read from ``rows`` only for buckets of at least two members; ``hot`` are the hot keys
+        of every partition (sorted)."""
         counts = dict.fromkeys(COUNTERS, 0)
         counts["key_rows"] = len(key)
         empty = PartitionResult(EDGE_SCHEMA.empty_table(), counts)
@@ -397,11 +416,13 @@ class NearDupOperator(GlobalOperator[NP]):
             return empty
         order = np.lexsort((ref, key))
         key, ref = np.asarray(key, np.int64)[order], np.asarray(ref, np.int64)[order]
+        rank = np.asarray(rank)[order] if rank is not None else None
         first = np.r_[True, key[1:] != key[:-1]]
         starts = np.flatnonzero(first)
         sizes = np.diff(np.append(starts, len(key)))
         keep = np.repeat(sizes >= 2, sizes)
         key, ref = key[keep], ref[keep]
+        rank = rank[keep] if rank is not None else None
         del order, first, starts, sizes, keep
         if len(key) == 0:
             return empty
@@ -410,7 +431,7 @@ class NearDupOperator(GlobalOperator[NP]):
         sigs = rows.take(distinct, self.signature_columns(rows))
         pos = np.searchsorted(distinct, ref)
         parts = []
-        for v in self.edges(key, pos, sigs, np.asarray(hot, np.int64), counts):
+        for v in self.edges(key, pos, sigs, np.asarray(hot, np.int64), counts, rank=rank):
             counts["candidate_pairs"] += v.candidates
             if len(v.left):
                 parts.append(
@@ -434,7 +455,9 @@ class NearDupOperator(GlobalOperator[NP]):
             return None
         return [c for c in rows.column_names if c not in VERTEX_FIELDS and c not in ("_error_reason", "_error_detail")]
 
-    def edges(self, bucket: np.ndarray, pos: np.ndarray, sigs: pa.Table, hot: np.ndarray, counts: dict[str, int]) -> Iterator[Verified]:
+    def edges(
+        self, bucket: np.ndarray, pos: np.ndarray, sigs: pa.Table, hot: np.ndarray, counts: dict[str, int], rank: np.ndarray | None = None
+    ) -> Iterator[Verified]:
         """Verified pairs of positions in ``sigs``, chunk by chunk, from key rows sorted by
         (``bucket`` key, row reference), ``pos`` being each key row's position in ``sigs``.
         Default: every pair inside a bucket of at most ``bucket_cap()`` members, checked once
@@ -451,12 +474,19 @@ class NearDupOperator(GlobalOperator[NP]):
         is_hot = sizes > cap if cap is not None else np.zeros(len(sizes), dtype=bool)
         normal = np.repeat(~is_hot, sizes)
         nb, npos = bucket[normal], pos[normal]
+        if rank is None:  # each key's place in its row's sorted list
+            rank = keys_of.rank_of(pos, bucket)
+        nrank = np.asarray(rank, dtype=np.int64)[normal]
         width = keys_of.width
-        chunk = max(1024, (1 << 25) // max(1, width * width))
+        counting = self.min_shared_keys > 1  # needs every shared key counted: the full comparison
+        chunk = max(1024, (1 << 25) // max(1, width * width) if counting else (1 << 22) // max(1, width))
         for lo_all, hi_all in bucket_pairs(nb, max_pairs=chunk):
             left_all, right_all = npos[lo_all], npos[hi_all]
-            smallest, _, shared = keys_of.shared(left_all, right_all)
-            once = (smallest == nb[lo_all]) & (shared >= self.min_shared_keys)
+            if counting:
+                smallest, _, shared = keys_of.shared(left_all, right_all)
+                once = (smallest == nb[lo_all]) & (shared >= self.min_shared_keys)
+            else:  # checked here unless they share a smaller key that is not hot
+                once = ~keys_of.shared_below(left_all, right_all, nrank[lo_all], nrank[hi_all])
             left, right = left_all[once], right_all[once]
             if left.size == 0:
                 continue
@@ -587,7 +617,8 @@ class NearDupOperator(GlobalOperator[NP]):
         src = TableRows([rows])
         key = summary.keys["_key"].to_numpy()
         ref = summary.keys["_row"].to_numpy().astype(np.int64)
-        res = self.decide_partition(key, ref, src, hot_keys(key, self.bucket_cap()))
+        rank = summary.keys["_rank"].to_numpy() if "_rank" in summary.keys.column_names else None
+        res = self.decide_partition(key, ref, src, hot_keys(key, self.bucket_cap()), rank)
         parts = []
         errs = rows.filter(pc.is_valid(rows["_error_reason"]))
         if errs.num_rows:
@@ -596,7 +627,8 @@ class NearDupOperator(GlobalOperator[NP]):
         if e.num_rows:
             t = rows.select(VERTEX_FIELDS)
             parts.append(_partial("edge", t, e["a"].to_numpy(), e["b"].to_numpy(), score=e["score"], detail=e["detail"]))
-        parts.append(_entries("counts", 1, candidates=pa.array([res.counts["candidate_pairs"]], pa.int64())))
+        counts = {c: pa.array([res.counts[c]], pa.int64()) for c in _COUNT_COLUMNS}
+        parts.append(_entries("counts", 1, candidates=pa.array([res.counts["candidate_pairs"]], pa.int64()), **counts))
         return pa.concat_tables(parts)
 
     def combine(self, partials: pa.Table) -> pa.Table:
@@ -625,10 +657,10 @@ class NearDupOperator(GlobalOperator[NP]):
     def report(self, partials: pa.Table, decisions: pa.Table) -> dict[str, Any]:
         """``report_stats`` of self-contained entries (``PARTIAL_SCHEMA``)."""
         entry = partials["entry"]
-        counts = {
-            "candidate_pairs": int(pc.sum(partials.filter(pc.equal(entry, "counts"))["candidates"]).as_py() or 0),
-            "edges": int(pc.sum(pc.equal(entry, "edge")).as_py() or 0),
-        }
+        rows = partials.filter(pc.equal(entry, "counts"))
+        counts = {c: int(pc.sum(rows[c]).as_py() or 0) for c in _COUNT_COLUMNS if c in rows.column_names}
+        counts["candidate_pairs"] = int(pc.sum(rows["candidates"]).as_py() or 0)
+        counts["edges"] = int(pc.sum(pc.equal(entry, "edge")).as_py() or 0)
         return self.report_stats(counts, decisions)
 
     # -- apply -------------------------------------------------------------------------------------

@@ -204,7 +204,9 @@ class SemanticDedup(NearDupOperator[SemanticDedupParams]):
     def keys_per_row(self) -> int:
         return self.params.cluster_probes
 
-    def edges(self, bucket: np.ndarray, pos: np.ndarray, sigs: pa.Table, hot: np.ndarray, counts: dict[str, int]) -> Iterator[Verified]:
+    def edges(
+        self, bucket: np.ndarray, pos: np.ndarray, sigs: pa.Table, hot: np.ndarray, counts: dict[str, int], rank: np.ndarray | None = None
+    ) -> Iterator[Verified]:
         """Key rows sorted by (cluster, row) -> pairs of positions in ``sigs`` above the threshold."""
         p = self.params
         if len(bucket) < 2:
