@@ -49,6 +49,28 @@ def test_video_sampling_seeks_to_fixed_instants(clips):
     assert len(set(hashes.tolist())) == 4
 
 
+def test_video_hashes_are_those_of_a_full_decode(clips):
+    """The decoder skips GOPs and unreferenced frames it does not need: the hashes are still those
+    of the frames a plain decode of every frame finds at each instant (first at or after half a
+    frame before it), scaled to 64x64 RGB."""
+    import av
+
+    from operators.dedup.image_phash import image_hashes
+
+    path = clips / "v0_trimmed.mp4"
+    with av.open(str(path)) as c:
+        vs = c.streams.video[0]
+        fps = float(vs.average_rate)
+        every = [(f.time, f) for f in c.decode(vs)]
+        want = []
+        for t in np.arange(0, every[-1][0] + 0.5 / fps, 0.25):
+            k = next(i for i, (ft, _) in enumerate(every) if ft >= t - 0.5 / fps)
+            want.append((every[k][0], image_hashes(every[k][1].to_image(width=64, height=64))[0]))
+    hashes, times, _ = video_frame_hashes({"uri": str(path)}, step_s=0.25, max_frames=96)
+    assert times.tolist() == pytest.approx([t for t, _ in want])
+    assert hashes.tolist() == [int(h) for _, h in want]
+
+
 def test_video_copies_are_duplicates_of_the_original(clips):
     rows = [media_row(clips / n, "video", i) for i, n in enumerate(sorted(p.name for p in clips.glob("*.mp4")))]
     out = resolve(VideoDedup(), rows)

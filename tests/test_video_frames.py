@@ -149,3 +149,85 @@ def test_broken_video_quarantined_and_other_rows_untouched(tmp_path: Path) -> No
 def test_needs_an_artifacts_folder(tmp_path: Path, colours: Path) -> None:
     with pytest.raises(OperatorError, match="artifacts"):
         run([video_row(colours)], None)
+
+
+# ----------------------------------------------------------------------------- the decoder
+
+
+def full_decode(path: Path) -> list[tuple[float, np.ndarray]]:
+    """Every frame of the first video stream, (seconds from its start, RGB), by a plain decode."""
+    import av
+
+    with av.open(str(path)) as c:
+        vs = c.streams.video[0]
+        origin = frames.stream_origin(vs)
+        return [(f.time - origin, f.to_ndarray(format="rgb24")) for f in c.decode(vs)]
+
+
+def reference_pick(all_frames: list[tuple[float, np.ndarray]], t: float, fps: float, gap: float) -> tuple[int, int | None]:
+    """Indices of the first frame at or after half a frame before ``t`` (the last one past the end)
+    and of its pair frame, the first one at least ``gap`` later (None at the end)."""
+    k = next((i for i, (ft, _) in enumerate(all_frames) if ft >= t - 0.5 / fps), len(all_frames) - 1)
+    base = all_frames[k][0]
+    pair = next((i for i in range(k + 1, len(all_frames)) if all_frames[i][0] >= base + gap - 0.5 / fps), None)
+    return k, pair
+
+
+@pytest.fixture(scope="module")
+def gop_clips(tmp_path_factory) -> dict[str, Path]:
+    """6 s at 12 fps with B-frames and a keyframe every second (MP4, Matroska), and the same in an
+    AVI (MPEG-4 part 2), whose packets' keyframe flags the decoder does not trust."""
+    d = tmp_path_factory.mktemp("gop")
+    segs = [Segment("moving", 3.0, seed=1, pan_px=3), Segment("moving", 3.0, seed=2, pan_px=2)]
+    out = {}
+    for name, codec in (("clip.mp4", None), ("clip.mkv", None), ("clip.avi", "mpeg4")):
+        segment_video(d / name, segs, fps=12, width=96, height=64, gop=12, codec=codec)
+        out[name] = d / name
+    return out
+
+
+@pytest.mark.parametrize("name", ["clip.mp4", "clip.mkv", "clip.avi"])
+@pytest.mark.parametrize(
+    "times",
+    [
+        frames.plan_times(6.0, every_s=0.25, max_frames=64),  # dense: read forward
+        frames.plan_times(6.0, num=3),  # sparse: GOPs with no sample are not decoded
+        [5.99, 0.0, 3.0, 0.05, 2.95, 1.01, 6.5],  # unsorted, close, on keyframes, past the end
+    ],
+    ids=["dense", "sparse", "odd"],
+)
+def test_decoded_frames_are_those_of_a_full_decode(gop_clips, name: str, times: list[float]) -> None:
+    """Skipping GOPs, unreferenced frames and seeking change nothing: every sample and pair frame is
+    the one a plain decode of every frame picks."""
+    path = gop_clips[name]
+    every = full_decode(path)
+    sample = frames.sample_frames({"uri": str(path)}, times, max_side=None)
+    for i, t in enumerate(times):
+        k, pair = reference_pick(every, t, 12.0, frames.PAIR_GAP_S)
+        assert sample.times[i] == pytest.approx(every[k][0]), (i, t)
+        assert np.array_equal(sample.rgb[i], every[k][1]), (i, t)
+        if pair is None:
+            assert np.isnan(sample.next_dt[i])
+        else:
+            assert sample.next_dt[i] == pytest.approx(every[pair][0] - every[k][0])
+            assert np.array_equal(sample.next_luma[i], frames.luma(every[pair][1])), (i, t)
+
+
+def test_decodes_only_what_the_samples_need(gop_clips) -> None:
+    path = {"uri": str(gop_clips["clip.mp4"])}
+    total = len(full_decode(gop_clips["clip.mp4"]))
+    frames.sample_frames(path, frames.plan_times(6.0, every_s=0.5), max_side=32)
+    assert frames.STATS["decoded"] < total  # B-frames before a sample are not decoded
+    frames.STATS.clear()
+    frames.sample_frames(path, frames.plan_times(6.0, num=2), max_side=32)
+    # a sample at 1.5 s and one at 4.5 s: the GOPs of seconds 0, 2, 3 and 5 are demuxed, not decoded
+    assert frames.STATS["packets_dropped"] >= 3 * 12 - 2 and frames.STATS["decoded"] <= 2 * 12
+
+
+def test_one_decoder_thread_per_worker(gop_clips) -> None:
+    import av
+
+    with av.open(str(gop_clips["clip.mp4"])) as c:
+        vs = c.streams.video[0]
+        frames.configure_decoder(vs)
+        assert frames.DECODE_THREADS == 1 and vs.codec_context.thread_count == 1

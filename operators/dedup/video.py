@@ -2,10 +2,12 @@
 
 Signature: the pHash (64 bits) of frames sampled every ``step_s`` seconds from the start (at most
 ``max_frames``; a longer video spreads them evenly over its length: 96 frames every 0.25 s cover
-24 s by default). Frames are reached by
-seeking to each time and decoding forward to it, never by decoding the whole file, and are
-scaled to 64x64 before hashing, so resizing does not change them and re-encoding changes a few
-bits.
+24 s by default), measured from the stream's start. Frames come from the video operators'
+decoder (``operators.video.decode.decode_at``: one thread; it reads forward or seeks, and
+decodes neither the GOPs that hold no instant nor, before an instant, the frames no other frame
+refers to, so the frames are those of a full decode at about the cost of its reference frames),
+and are scaled to 64x64 before hashing, so resizing does not change them and re-encoding changes
+a few bits.
 
 Alignment: a trimmed copy (the first second cut) samples different instants, so frames are
 compared as SETS with a tolerance, not position by position: a frame of one video matches when
@@ -41,7 +43,6 @@ from operators.base import FATAL_ERRORS
 from operators.dedup.image_phash import band_keys
 from operators.dedup.near import NearDupOperator, NearDupParams, Signatures, first_media
 from operators.errors import SkipSample, media_failure
-from operators.media_io import open_media
 from operators.registry import register_operator
 from schemas.hashing import popcount64
 from schemas.record import from_table
@@ -70,44 +71,35 @@ def _times(duration: float | None, step: float, max_frames: int) -> np.ndarray:
 
 
 def video_frame_hashes(media: dict[str, Any], step_s: float = 1.0, max_frames: int = 32) -> tuple[np.ndarray, np.ndarray, float]:
-    """(pHash per sampled frame as uint64, its time in seconds, duration) by seeking."""
-    import av
+    """(pHash per sampled frame as uint64, its time in seconds from the stream start, duration).
 
-    from operators.dedup.image_phash import image_hashes
+    Frames come from the video operators' decoder (``operators.video.decode.decode_at``): one
+    thread, only the GOPs that hold a sampled instant, no unreferenced frame before one, a seek
+    where the next instant is far ahead; each is the first frame presented at or after half a
+    frame before its instant, scaled to 64x64 RGB by one reused scaler."""
+    import imagehash
+    from PIL import Image
 
-    hashes: list[np.uint64] = []
-    times: list[float] = []
-    with open_media(media) as f, av.open(f, mode="r", metadata_errors="ignore") as c:
-        vs = c.streams.video[0]
-        vs.codec_context.thread_count = 1
-        duration = media.get("duration_s")
-        if not duration:
-            if vs.duration and vs.time_base:
-                duration = float(vs.duration * vs.time_base)
-            elif c.duration:
-                duration = c.duration / 1_000_000
-        rate = float(vs.average_rate or vs.guessed_rate or 25)
-        half = 0.5 / rate
-        frames = None
-        last = -math.inf
-        for target in _times(duration, step_s, max_frames):
-            if frames is None or target - last > 2 * step_s:
-                c.seek(int(target / vs.time_base) if vs.time_base else int(target * 1_000_000), stream=vs, backward=True)
-                frames = c.decode(vs)
-            got = None
-            for frame in frames:
-                t = frame.time
-                if t is None:
-                    continue
-                last = t
-                if t + half >= target:
-                    got = frame
-                    break
-            if got is None:
-                break  # the stream ended
-            img = got.to_image(width=_SIDE, height=_SIDE)
-            hashes.append(image_hashes(img)[0])
-            times.append(float(got.time))
+    from operators.video.decode import (
+        configure_decoder,
+        decode_at,
+        frame_converter,
+        open_av,
+        stream_duration,
+        video_stream,
+    )
+
+    with open_av(media) as c:
+        vs = video_stream(c, media)
+        configure_decoder(vs)
+        duration = media.get("duration_s") or stream_duration(c, vs)
+        to_rgb = frame_converter(_SIDE, _SIDE)
+
+        def phash(frame: Any) -> np.uint64:
+            bits = np.asarray(imagehash.phash(Image.fromarray(to_rgb(frame))).hash, dtype=bool).reshape(-1)
+            return np.packbits(bits).view(">u8")[0].astype(np.uint64)
+
+        times, hashes, _, _ = decode_at(c, vs, _times(duration, step_s, max_frames).tolist(), phash, stop_at_end=True)
     if not hashes:
         raise ValueError("no decodable video frame")
     return np.array(hashes, dtype=np.uint64), np.array(times), float(duration or times[-1])

@@ -1,14 +1,21 @@
-"""Sampled video frames, decoded by seeking, shared by the video operators of one worker.
+"""Sampled video frames, decoding only what the samples need, shared by the video operators of one worker.
 
 "Decode once": ``video_frames`` (thumbnails) and ``video_quality`` (motion, black frames) both ask
 for frames at the same sample times (``plan_times`` with the same defaults), so the second asks this
 per-process LRU cache and decodes nothing. Ray Data fuses consecutive row-local stages into one task,
 so both operators run in the same worker process, one after the other, on the same block.
+``dedup_video`` signs other instants (every ``step_s`` from the start) in the map step of a global
+operator, another task: it shares this decoder (``decode_at``), not the frames.
 
-``sample_frames(media, times, max_side)`` seeks to the keyframe before each target time (or decodes
-forward when the target is close), decodes forward to the frame nearest the target, and keeps that
-frame (RGB and luma, scaled to fit ``max_side``) plus the luma of its pair frame, the first frame
-at least ``PAIR_GAP_S`` (0.1 s) later (for motion). A 2-hour video costs a few GOPs per sample, never the whole file.
+``sample_frames(media, times, max_side)`` keeps, for each target time, the first frame presented at
+or after half a frame before it (RGB and luma, scaled to fit ``max_side``) plus the luma of its
+pair frame, the first frame at least ``PAIR_GAP_S`` (0.1 s) later (for motion). ``decode_at``
+reaches them with ``_Reader``: it seeks when the next target is far ahead, reads forward otherwise,
+and decodes neither the GOPs (or ends of GOPs) that hold no target nor, before a target, the frames
+no other frame refers to (B-frames), so the frames are exactly those of a full decode for a part
+of its cost: a 2-hour video costs a few GOPs per sample, and dense samples (every 0.25 s) cost the
+reference frames up to each. FFmpeg decodes on one thread (``DECODE_THREADS``: Ray gives a task
+one CPU) and frames are scaled by one reused scaler on one thread.
 
 The cache is keyed by (uri, member, offset, rounded times, pair gap); an entry decoded at a larger ``max_side``
 (or at native size) serves any smaller request by downscaling. It holds at most
@@ -22,7 +29,7 @@ import json
 import logging
 import math
 import os
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +65,16 @@ MIN_SEEK_GAP_S = 1.0
 #: a sample's pair frame (for motion) is the first frame at least this much later: motion is then
 #: measured over the same time span whatever the frame rate (and compression noise does not scale with it)
 PAIR_GAP_S = 0.1
+#: FFmpeg decoder threads per process. A Ray task is given one CPU, and FFmpeg's own threads would
+#: take more (frame threads also decode ahead, past the frames a sample needs, and start over at
+#: every seek). ``NMM_VIDEO_THREADS=0`` lets FFmpeg choose (a thread per core).
+DECODE_THREADS = int(os.environ.get("NMM_VIDEO_THREADS", "1"))
+#: read forward while the next frame needed is at most this far ahead (or twice the longest GOP
+#: seen, when more); seek beyond. Reading forward demuxes the packets but decodes only the GOPs
+#: that hold a needed frame, so it never costs more than a seek decodes.
+SEEK_AHEAD_S = 4.0
+#: containers whose packets carry exact presentation times and keyframe flags (PyAV format names)
+_EXACT_PTS = frozenset({"mov", "mp4", "matroska", "webm"})
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
@@ -240,99 +257,217 @@ def _key(media: dict[str, Any], times: list[float]) -> tuple:
     return (media.get("uri"), media.get("member"), media.get("offset"), tuple(round(t, 3) for t in times))
 
 
-# ----------------------------------------------------------------------------- decoding by seeking
+# ----------------------------------------------------------------------------- decoding what is needed
 
 
-class _Cursor:
-    """Decoded frames of one stream with a one-frame push-back, counting what it decodes."""
+def configure_decoder(vs: Any, threads: int | None = None) -> None:
+    """Decoder threads of a video stream (before its first packet): ``DECODE_THREADS`` by default."""
+    n = DECODE_THREADS if threads is None else threads
+    ctx = vs.codec_context
+    if n > 0:
+        ctx.thread_count = n
+    ctx.thread_type = "SLICE" if n == 1 else "AUTO"
+
+
+class _Reader:
+    """Frames of one video stream in presentation order, decoding only those the caller may take.
+
+    The caller sets ``need_from`` (seconds from the stream start) before asking for the next frame:
+    it will ignore every frame presented earlier. Then
+
+    - packets presented before ``need_from`` are held back, not decoded: when a packet presented
+      at or after it comes, they are decoded first (in order); when a keyframe presented before it
+      comes, they are dropped (the decoder is drained of what it holds and flushed, as by a seek),
+      so a GOP, or the end of one, with no frame needed is demuxed but never decoded;
+    - of the packets held back and then decoded, frames that no other frame refers to (B-frames,
+      mostly) are skipped (``skip_frame = NONREF`` for packets presented before ``need_from``);
+    - when ``need_from`` is far ahead (``SEEK_AHEAD_S``, or twice the longest GOP seen when more), it
+      seeks to the keyframe before it instead of reading there.
+
+    From ``need_from`` on it returns exactly the frames a full decode returns; earlier ones may be
+    missing. Holding back and skipping trust the container's presentation times and keyframe
+    flags, so they are used only where those are exact (MP4/MOV, Matroska/WebM: ``_EXACT_PTS``);
+    elsewhere (AVI marks P-frames as keyframes, for one) every packet after a seek is decoded.
+    A keyframe presented at or after ``need_from`` never drops what is held (with open GOPs the
+    frames just before it may refer to them). ``push_back`` returns a frame to the stream.
+    """
 
     def __init__(self, container: Any, vs: Any, origin: float, frame_dt: float) -> None:
         self.container, self.vs, self.origin, self.frame_dt = container, vs, origin, frame_dt
-        self._it: Iterator[Any] | None = None
-        self._back: tuple[float, Any] | None = None
+        self.ctx = vs.codec_context
+        tb = vs.time_base
+        self._num, self._den = (tb.numerator, tb.denominator) if tb else (0, 1)
+        self.need_from = -math.inf
+        self.pos = 0.0  # latest presentation time demuxed (or sought to)
+        self.max_gop = 0.0  # longest keyframe interval seen
         self.last_t = -math.inf
+        self.last: tuple[float, Any] | None = None  # the last frame returned: what there is past the end
+        self._packets: Iterator[Any] | None = None
+        self._frames: deque[Any] = deque()
+        self._held: list[Any] = []  # packets presented before need_from, not sent to the decoder yet
+        self._gap = False  # packets were dropped since the decoder's last one: drain and flush it first
+        self._last_key: float | None = None
+        self._skip = "DEFAULT"
+        self._back: tuple[float, Any] | None = None
+        self.eof = False
+        self.exact = bool(self._num) and not _EXACT_PTS.isdisjoint((container.format.name or "").split(","))
 
     @property
     def started(self) -> bool:
-        return self._it is not None
+        return self._packets is not None
 
     def seek(self, t: float) -> None:
-        offset = int(math.floor((self.origin + max(0.0, t)) / float(self.vs.time_base)))
+        """Go to the keyframe at or before ``t`` (the decoder is flushed)."""
+        t = max(0.0, t)
+        tb = self._num / self._den
+        offset = int(math.floor((self.origin + t) / tb)) if tb else int(t * 1_000_000)
         self.container.seek(offset, stream=self.vs, backward=True, any_frame=False)
         STATS["seeks"] += 1
-        self._it = self.container.decode(self.vs)
-        self._back = None
+        self._packets = self.container.demux(self.vs)
+        self._frames.clear()
+        self._held, self._gap, self._back, self._last_key, self.eof = [], False, None, None, False
+        self.pos = t
 
-    def start(self) -> None:
-        self._it = self.container.decode(self.vs)
+    def _seconds(self, pts: int | None) -> float | None:
+        """Seconds from the stream start, computed as PyAV's ``Frame.time`` is."""
+        return float(pts) * self._num / self._den - self.origin if pts is not None and self._num else None
+
+    def _send(self, packet: Any, *, every_frame: bool = False) -> None:
+        if self._gap:  # what the decoder holds is returned, then it starts afresh (as after a seek)
+            self._frames.extend(self.vs.decode(None))
+            self.ctx.flush_buffers()
+            self._gap = False
+        t = self._seconds(packet.pts) if self.exact and packet.size and not every_frame else None
+        skip = "NONREF" if t is not None and t < self.need_from - 1e-6 else "DEFAULT"
+        if skip != self._skip:
+            self.ctx.skip_frame = self._skip = skip
+        self._frames.extend(self.vs.decode(packet))
+
+    def _release(self, *, every_frame: bool = False) -> None:
+        held, self._held = self._held, []
+        for packet in held:
+            self._send(packet, every_frame=every_frame)
+
+    def _pump(self) -> None:
+        """Demux one packet; decode it, hold it back or drop what is held."""
+        if self._packets is None:
+            self._packets = self.container.demux(self.vs)
+        if self.need_from - self.pos > max(SEEK_AHEAD_S, 2 * self.max_gop):
+            self.seek(self.need_from)
+        packet = next(self._packets, None)
+        if packet is None or packet.size == 0:  # the end: what is held, then what the decoder holds
+            self._release(every_frame=True)  # every frame: the last one stands for targets past the end
+            if packet is not None:
+                self._send(packet)  # PyAV's empty end packet drains the decoder
+            else:
+                self._frames.extend(self.vs.decode(None))
+            self.eof = True
+            return
+        t = self._seconds(packet.pts)
+        if t is not None and t > self.pos:
+            self.pos = t
+        if not self.exact or t is None:
+            self._release()
+            self._send(packet)
+            return
+        before = t < self.need_from - 1e-6
+        if packet.is_keyframe:
+            if self._last_key is not None and t > self._last_key:
+                self.max_gop = max(self.max_gop, t - self._last_key)
+            self._last_key = t
+            if before and self._held:  # what is held leads to no frame needed: dropped
+                STATS["packets_dropped"] += len(self._held)
+                self._held, self._gap = [], True
+        if before:
+            self._held.append(packet)
+            return
+        self._release()
+        self._send(packet)
 
     def next(self) -> tuple[float, Any] | None:
         if self._back is not None:
             item, self._back = self._back, None
             return item
-        assert self._it is not None
-        frame = next(self._it, None)
-        if frame is None:
-            return None
+        while not self._frames:
+            if self.eof:
+                return None
+            self._pump()
+        frame = self._frames.popleft()
         STATS["decoded"] += 1
-        t = frame.time - self.origin if frame.time is not None else self.last_t + self.frame_dt
+        t = self._seconds(frame.pts)
+        t = t if t is not None else self.last_t + self.frame_dt
         self.last_t = t
+        self.last = (t, frame)
         return t, frame
 
     def push_back(self, item: tuple[float, Any]) -> None:
         self._back = item
 
 
-def _decode_at(
-    container: Any, vs: Any, times: list[float], size: tuple[int, int], pair_gap_s: float
+def frame_converter(width: int, height: int, fmt: str = "rgb24") -> Any:
+    """frame -> (height, width[, 3]) uint8 array, with one scaler kept for all frames and one thread
+    (PyAV's default makes a scaler per frame with a thread per core)."""
+    from av.video.reformatter import VideoReformatter
+
+    scaler = VideoReformatter()
+
+    def convert(frame: Any) -> np.ndarray:
+        return scaler.reformat(frame, width=width, height=height, format=fmt, threads=1).to_ndarray()
+
+    return convert
+
+
+def decode_at(
+    container: Any,
+    vs: Any,
+    times: list[float],
+    convert: Any,
+    pair_gap_s: float | None = None,
+    *,
+    stop_at_end: bool = False,
 ) -> tuple[list, list, list, list]:
-    """For each (sorted) target time: (time, rgb) of the nearest frame and (dt, rgb) of its pair frame."""
+    """For each target time (sorted, seconds from the stream start): the first frame presented at
+    or after half a frame before it, as (time, convert(frame)), and when ``pair_gap_s`` is set its
+    pair frame, the first one at least ``pair_gap_s`` later, as (seconds after it, convert(pair))
+    (nan and None where there is none). Past the end the last frame stands for a target, or, with
+    ``stop_at_end``, the lists stop there. Raises SkipSample when the stream has no decodable frame."""
     fps = stream_fps(vs) or 25.0
     frame_dt = 1.0 / fps
-    cur = _Cursor(container, vs, stream_origin(vs), frame_dt)
-    gap = MIN_SEEK_GAP_S  # grows to the longest keyframe-to-target distance seen (about a GOP)
+    cur = _Reader(container, vs, stream_origin(vs), frame_dt)
     pos = -math.inf
-    w, h = size
     taken_t, taken, next_dt, nexts = [], [], [], []
     for target in times:
-        seeked = False
-        if not cur.started:
-            if target > gap:
-                cur.seek(target)
-                seeked = True
-            else:
-                cur.start()
-        elif target - pos > gap or target < pos - frame_dt / 2:
-            cur.seek(target)
-            seeked = True
-        chosen = last = None
-        first = True
+        need = target - frame_dt / 2
+        if cur.started and target < pos - frame_dt / 2:  # already read past it: go back
+            cur.seek(need)
+        cur.need_from = need
+        chosen = None
         while (item := cur.next()) is not None:
-            if seeked and first:
-                gap = max(gap, target - item[0])
-                first = False
-            if item[0] >= target - frame_dt / 2:
+            if item[0] >= need:
                 chosen = item
                 break
-            last = item
         if chosen is None:  # past the end: the last frame there is
-            chosen = last
+            if stop_at_end:
+                break
+            chosen = cur.last
             if chosen is None:
                 raise SkipSample(ReasonCode.CORRUPT_MEDIA, f"no decodable frame near {target:.3f}s")
+        pos = chosen[0]
+        taken_t.append(chosen[0])
+        taken.append(convert(chosen[1]))
+        if pair_gap_s is None:
+            continue
         # the pair frame for motion: the first one at least pair_gap_s after the chosen frame
+        cur.need_from = chosen[0] + pair_gap_s - frame_dt / 2
         after = cur.next()
-        while after is not None and after[0] < chosen[0] + pair_gap_s - frame_dt / 2:
+        while after is not None and after[0] < cur.need_from:
             after = cur.next()
         if after is not None:
             cur.push_back(after)
             pos = after[0]
-        else:
-            pos = chosen[0]
-        taken_t.append(chosen[0])
-        taken.append(chosen[1].to_ndarray(width=w, height=h, format="rgb24"))
         if after is not None and after[0] > chosen[0]:
             next_dt.append(after[0] - chosen[0])
-            nexts.append(after[1].to_ndarray(width=w, height=h, format="rgb24"))
+            nexts.append(convert(after[1]))
         else:
             next_dt.append(math.nan)
             nexts.append(None)
@@ -345,13 +480,15 @@ def sample_frames(
     *,
     max_side: int | None,
     pair_gap_s: float = PAIR_GAP_S,
-    threads: str = "AUTO",
+    threads: int | None = None,
 ) -> FrameSample:
     """Frames of ``media`` nearest ``times`` (seconds from the start), scaled to fit ``max_side``,
     each with the luma of its pair frame: the first frame at least ``pair_gap_s`` later.
 
     Served from the per-process cache when an entry for the same times and gap was decoded at least
-    as large; otherwise decoded by seeking. Raises SkipSample for missing or corrupt media.
+    as large; otherwise decoded (``decode_at``: only the GOPs that hold a sample, seeking past the
+    rest; ``threads`` decoder threads, ``DECODE_THREADS`` by default). Raises SkipSample for
+    missing or corrupt media.
     """
     key = (*_key(media, times), round(pair_gap_s, 4))
     hit = _CACHE.get(key, max_side)
@@ -363,12 +500,13 @@ def sample_frames(
     with open_av(media) as container:
         vs = video_stream(container, media)
         ctx = vs.codec_context
-        ctx.thread_type = threads
+        configure_decoder(vs, threads)
         if not ctx.width or not ctx.height:
             raise SkipSample(ReasonCode.CORRUPT_MEDIA, f"{uri_of(media)}: video stream has no frame size")
         size = fit_size(ctx.width, ctx.height, max_side)
         try:
-            t_, rgb_, dt_, next_ = _decode_at(container, vs, [times[i] for i in order], size, pair_gap_s)
+            convert = frame_converter(*size)
+            t_, rgb_, dt_, next_ = decode_at(container, vs, [times[i] for i in order], convert, pair_gap_s)
         except (SkipSample, *FATAL_ERRORS):
             raise
         except Exception as e:  # noqa: BLE001 - a decoder error means the bytes are not usable

@@ -2,9 +2,10 @@
 
 Frames are taken ``num_frames`` evenly (the centres of ``num_frames`` equal parts of the video) or
 one every ``every_s`` seconds (the centres of ``every_s``-long windows), at most ``max_frames``,
-through the shared frame cache (``operators.video.decode``): each target costs a seek to the keyframe
-before it and a decode forward, never a decode of the whole file; a later ``video_quality`` stage in
-the same worker reuses the decoded frames.
+through the shared frame cache (``operators.video.decode``): each target costs the reference frames
+from the keyframe before it (a seek when it is far ahead; GOPs with no target are not decoded),
+never a decode of the whole file; a later ``video_quality`` stage in the same worker reuses the
+decoded frames.
 
 Thumbnails (longer side at most ``max_side``) go to ``<artifacts>/<id[:2]>/<id>_v<I>_<NNN>.jpg``
 (through a temporary name, so a rerun overwrites them) and are appended to the row's ``media`` as

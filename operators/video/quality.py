@@ -66,21 +66,34 @@ def audio_rms(media: dict[str, Any], max_s: float) -> float | None:
         if not container.streams.audio:
             return None
         stream = container.streams.audio[0]
-        stream.codec_context.thread_type = "AUTO"
+        stream.codec_context.thread_count = 1  # one CPU per worker, as for video
         rate = stream.sample_rate or 0
-        to_float = av.AudioResampler(format="fltp")
+        to_float = av.AudioResampler(format="fltp")  # passes float planar audio (AAC, Opus, ...) through
         limit = int(max_s * rate) if rate else None
         total, sumsq = 0, 0.0
+        block: list[np.ndarray] = []  # frames of one channel count, summed together (numpy per block, not per frame)
+
+        def add_block() -> float:
+            arr = np.concatenate(block, axis=1).astype(np.float64)
+            block.clear()
+            return float(np.einsum("ij,ij->", arr, arr)) / max(1, arr.shape[0])
+
         try:
             for frame in container.decode(stream):
                 for f in to_float.resample(frame):
-                    arr = f.to_ndarray().astype(np.float64)
+                    arr = f.to_ndarray()
                     if limit is not None:
                         arr = arr[:, : max(0, limit - total)]
+                    if block and block[0].shape[0] != arr.shape[0]:
+                        sumsq += add_block()
+                    block.append(arr)
                     total += arr.shape[1]
-                    sumsq += float(np.square(arr).sum()) / max(1, arr.shape[0])
+                    if len(block) >= 64:
+                        sumsq += add_block()
                 if limit is not None and total >= limit:
                     break
+            if block:
+                sumsq += add_block()
         except (SkipSample, *FATAL_ERRORS):
             raise
         except Exception as e:  # noqa: BLE001 - a decoder error means the bytes are not usable
