@@ -264,10 +264,11 @@ class NearDupParams(SurvivorPolicyParams):
     )
     max_keys: int = Field(64, ge=1, description="LSH keys kept per row (a consistent bottom-k sample past that)")
     max_bucket: int = Field(
-        2000,
+        200,
         ge=2,
         description="a bucket (rows sharing one LSH key) with more members is verified against representatives "
-        "(star edges), not pair by pair: a group of g identical rows costs ~g checks, not g^2/2",
+        "(star edges), not pair by pair: a group of g identical rows costs ~g checks, not g^2/2 (a bucket "
+        "checked pair by pair costs each of its rows up to max_bucket/2 checks, per key they share)",
     )
     bucket_reps: int = Field(
         8, ge=1, description="representatives per hot bucket (each checks the members the earlier ones did not match)"
@@ -360,7 +361,7 @@ class NearDupOperator(GlobalOperator[NP]):
         err = np.array([e is not None for e in errors], dtype=bool)
         cap = self.params.max_keys
         if isinstance(sig.keys, np.ndarray):  # a row's repeated keys (equal views) are kept once
-            km = np.sort(cap_key_matrix(np.asarray(sig.keys, dtype=np.uint64).reshape(n, -1), cap), axis=1)
+            km = np.sort(as_key(cap_key_matrix(np.asarray(sig.keys, dtype=np.uint64).reshape(n, -1), cap)), axis=1)
             distinct = np.ones(km.shape, dtype=bool)
             distinct[:, 1:] = km[:, 1:] != km[:, :-1]
             counts = distinct.sum(axis=1).astype(np.int64)
@@ -374,7 +375,8 @@ class NearDupOperator(GlobalOperator[NP]):
             counts[err] = 0
         flat = as_key(flat)
         owner = np.repeat(np.arange(n), counts)
-        flat = flat[np.lexsort((flat, owner))]  # each row's keys sorted as int64 (KeyLists.shared_below)
+        if not isinstance(sig.keys, np.ndarray) and (flat < 0).any():  # cap_keys sorts as uint64
+            flat = flat[np.lexsort((flat, owner))]  # each row's keys sorted as int64 (KeyLists.shared_below)
         offsets = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
         if offsets[-1] < 2**31:
