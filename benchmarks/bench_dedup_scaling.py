@@ -2,9 +2,10 @@
 
 Synthetic signatures with planted near-duplicates go through the very functions the engine runs
 (``summary_from_signatures`` = the map step after signing, hash partitioning on ``_key`` like
-``curate.global_phase``, ``decide`` per partition, ``combine``), in one process, one reducer's
-share at a time (so peak memory is one partition's, as on a worker): the curve is the
-algorithm's, without Ray's scheduling (the engine spreads the map and reduce steps over cores).
+``curate.global_phase``, the hot-key pass, ``decide_partition`` per partition reading rows by
+reference, ``combine_refs``), in one process, one reducer's share at a time: the curve is the
+algorithm's, without Ray's scheduling or files (bench_scale_dedup.py runs the engine's own path
+on Ray over files).
 Signing itself (decoding media, hashing) is linear and measured by bench_dedup_quality.py.
 
 - image: random 64-bit pHash and dHash per row, plus five random crop-view pairs (the default
@@ -42,9 +43,12 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from curate.global_phase import ROWS_PER_EDGE_PARTITION, _partition_of  # noqa: E402
 from operators.dedup.image_phash import CROP_VIEWS, ImagePhashDedup, lsh_keys  # noqa: E402
-from operators.dedup.near import Signatures  # noqa: E402
+from operators.dedup.lsh import hot_keys  # noqa: E402
+from operators.dedup.near import Signatures, TableRows  # noqa: E402
+from schemas.hashing import partition_of  # noqa: E402
+
+KEY_ROWS_PER_PARTITION = 1_000_000
 from operators.dedup.text_minhash import MinHasher, TextMinhashDedup  # noqa: E402
 
 PLANTED = 0.01
@@ -100,29 +104,38 @@ def run(kind: str, n: int, seed: int = 0) -> dict:
     """One size: sign, then for each reducer build only its share of the key rows (as the map
     step's files would hold), decide it, and combine all partials."""
     rng = np.random.default_rng(seed)
-    op = {"image": ImagePhashDedup, "image_nocrops": lambda: ImagePhashDedup({"crops": False}), "minhash": TextMinhashDedup}[kind]()
+    op = {
+        "image": lambda: ImagePhashDedup({"flip": False}),
+        "image_nocrops": lambda: ImagePhashDedup({"crops": False, "flip": False}),
+        "minhash": TextMinhashDedup,
+    }[kind]()
     live = live_table(n)
     t0 = time.perf_counter()
     sig, copies, originals = (minhash_signatures if kind == "minhash" else image_signatures)(n, rng, op)
     t1 = time.perf_counter()
-    keys = np.asarray(sig.keys)
-    partitions = max(1, min(8, math.ceil(n / ROWS_PER_EDGE_PARTITION)))
-    part = np.asarray(_partition_of(pa.array(keys.reshape(-1).view(np.int64)), partitions)).reshape(keys.shape)
     t2 = time.perf_counter()
-    partials, map_s, decide_s, key_rows = [], 0.0, [], 0
+    summary = op.summary_from_signatures(live, sig)
+    rows = TableRows([summary.rows])
+    key = summary.keys["_key"].to_numpy()
+    ref = summary.keys["_row"].to_numpy().astype(np.int64)
+    rank = summary.keys["_rank"].to_numpy()
+    partitions = max(1, math.ceil(len(key) / KEY_ROWS_PER_PARTITION))
+    part = np.asarray(partition_of(summary.keys["_key"].combine_chunks(), partitions))
+    hot = hot_keys(key, op.bucket_cap())
+    t3 = time.perf_counter()
+    results, decide_s = [], []
     for p in range(partitions):
-        s = time.perf_counter()
-        summary = op.summary_from_signatures(live, sig, only=part == p)
-        key_rows += summary.num_rows
         m = time.perf_counter()
-        partials.append(op.decide(summary))
-        del summary
-        map_s += m - s
+        sel = part == p
+        results.append(op.decide_partition(key[sel], ref[sel], rows, hot, rank[sel]))
         decide_s.append(time.perf_counter() - m)
     t4 = time.perf_counter()
-    decisions = op.combine(pa.concat_tables(partials))
+    decisions = op.combine_refs([(lambda cols, r=r: r.edges.select(cols)) for r in results], rows)
     t5 = time.perf_counter()
-    stats = op.report(pa.concat_tables(partials), decisions)["stats"]
+    counts = {k: sum(r.counts[k] for r in results) for k in results[0].counts}
+    stats = op.report_stats(counts, decisions)["stats"]
+    key_rows = len(key)
+    map_s = t3 - t2
     found = {d["id"]: d["duplicate_of"] for d in decisions.to_pylist() if d["duplicate_of"]}
     truth = {f"r{c:08d}": f"r{o:08d}" for c, o in zip(copies, originals, strict=True)}
     hit = sum(found.get(c) == o for c, o in truth.items())
@@ -136,7 +149,7 @@ def run(kind: str, n: int, seed: int = 0) -> dict:
         "planted": len(truth),
         "recall": round(hit / max(1, len(truth)), 4),
         "false_duplicates": len(set(found) - set(truth)),
-        "map_s": round(map_s + (t2 - t1), 3),
+        "map_s": round(map_s, 3),
         "decide_s": round(sum(decide_s), 3),
         "decide_max_partition_s": round(max(decide_s), 3),
         "combine_s": round(t5 - t4, 3),
