@@ -9,8 +9,9 @@ AAC track (48 kHz). The set: four clips of 20 s (GOP 2, 3, 4 and 5 s) and two lo
 Each clip is probed (untimed), then each operator runs on it alone, with a cold per-process frame
 cache, in this process: ``dedup_video`` signatures (the summarize step of the global operator),
 ``video_frames`` (defaults: 8 thumbnails of 256 px), ``video_quality`` (defaults), and the three
-together, one after the other, as when they run in one worker (video_frames, video_quality, then
-dedup_video). Time is CPU seconds of the process (``time.process_time()``: all threads, including
+together, one after the other in one process (video_frames, video_quality, then dedup_video: what
+a clip costs that goes through all three; the last two share one decode); and, for reference, a plain decode of every frame (one thread, no conversion:
+``full_decode``). Time is CPU seconds of the process (``time.process_time()``: all threads, including
 FFmpeg's), so the number does not move when other work shares the machine; wall time is printed
 too. "x real time per core" = clip duration / CPU seconds.
 
@@ -206,7 +207,19 @@ def operators(art: Path) -> dict[str, Any]:
     def run_all(table: Any) -> Any:
         return run_dedup(run_quality(run_frames(table)))
 
-    return {"dedup_video": run_dedup, "video_frames": run_frames, "video_quality": run_quality, "all_three": run_all}
+    def run_full_decode(table: Any) -> Any:
+        """The reference: every frame decoded (one thread, no conversion), what a plain loop costs."""
+        import av
+
+        with av.open(table.to_pylist()[0]["media"][0]["uri"]) as c:
+            vs = c.streams.video[0]
+            vs.codec_context.thread_count = 1
+            for _ in c.decode(vs):
+                pass
+        return table
+
+    return {"dedup_video": run_dedup, "video_frames": run_frames, "video_quality": run_quality, "all_three": run_all,
+            "full_decode": run_full_decode}  # fmt: skip
 
 
 def measure(fn, table: Any, repeat: int) -> dict[str, Any]:
@@ -229,7 +242,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK)}")
     ap.add_argument("--clips", nargs="+", choices=list(CLIPS), help="these clips only")
     ap.add_argument("--repeat", type=int, default=2, help="runs per operator and clip; the median is reported")
-    ap.add_argument("--profile", choices=["dedup_video", "video_frames", "video_quality", "all_three"],
+    ap.add_argument("--profile", choices=["dedup_video", "video_frames", "video_quality", "all_three", "full_decode"],
                     help="print a cProfile of this operator over the clips instead of timing")  # fmt: skip
     ap.add_argument("--out", type=Path, default=RESULT)
     ap.add_argument("--label", default="", help="a note stored with the results (e.g. 'before')")
