@@ -87,13 +87,18 @@ def write_run(rows: pa.Table, path: Path, partitions: int) -> None:
 
 
 def _slice_of(run: Path, p: int) -> pa.Table | None:
+    """Partition ``p``'s rows of one run, copied out of the memory map: touched pages of a map
+    count in the process's memory until it closes, so the reduce holds one run's map at a time."""
     with pa.memory_map(str(run)) as source:
         t = pa.ipc.open_file(source).read_all()
         part = t["_part"].combine_chunks().to_numpy(zero_copy_only=False)
-        lo, hi = np.searchsorted(part, [p, p + 1])
+        lo, hi = (int(x) for x in np.searchsorted(part, [p, p + 1]))
+        del part
         if hi <= lo:
             return None
-        return t.slice(int(lo), int(hi - lo)).combine_chunks()  # a copy: the map may close
+        piece = t.slice(lo, hi - lo).take(pa.array(np.arange(hi - lo)))  # a copy in Arrow's pool
+        del t
+    return piece
 
 
 def reduce_partition(p: int, runs: list[str], out_dir: str) -> dict[str, Any]:

@@ -50,7 +50,7 @@ __all__ = ["EXAMPLE_COLUMNS", "INDEX_DIR", "SLIM_COLUMNS", "ExplainIndex", "Inde
 INDEX_DIR = "explain"
 VERSION = 1
 ROW_GROUP = 4096
-ROWS_PER_PARTITION = 250_000
+ROWS_PER_PARTITION = 100_000
 MAX_PARTITIONS = 4096
 EXAMPLES_PER_REASON = 1000
 #: record columns an index row keeps (plus ``file`` and ``row``)

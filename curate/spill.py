@@ -207,6 +207,6 @@ def group_counts(*columns: pa.Array | pa.ChunkedArray) -> list[tuple[Any, ...]]:
 
     names = [f"k{i}" for i in range(len(columns))]
     t = pa.table({**dict(zip(names, columns, strict=True)), "_row": pa.array(np.arange(len(columns[0]), dtype=np.int64))})
-    g = t.group_by(names).aggregate([("_row", "min"), ("_row", "count")])
+    g = t.group_by(names, use_threads=False).aggregate([("_row", "min"), ("_row", "count")])
     g = g.take(pc.sort_indices(g["_row_min"]))
     return list(zip(*(g[n].to_pylist() for n in [*names, "_row_count"]), strict=True))
