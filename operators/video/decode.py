@@ -68,7 +68,7 @@ PAIR_GAP_S = 0.1
 #: FFmpeg decoder threads per process. A Ray task is given one CPU, and FFmpeg's own threads would
 #: take more (frame threads also decode ahead, past the frames a sample needs, and start over at
 #: every seek). ``NMM_VIDEO_THREADS=0`` lets FFmpeg choose (a thread per core).
-DECODE_THREADS = int(os.environ.get("NMM_VIDEO_THREADS", "1"))
+DECODE_THREADS = int(os.environ.get("NMM_VIDEO_THREADS") or 1)
 #: read forward while the next frame needed is at most this far ahead (or twice the longest GOP
 #: seen, when more); seek beyond. Reading forward demuxes the packets but decodes only the GOPs
 #: that hold a needed frame, so it never costs more than a seek decodes.
