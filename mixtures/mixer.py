@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 
 from mixtures.config import Estimators, MixtureConfig, StageMix
+from mixtures.gather import gather
+from mixtures.gather import remove as remove_gathered
 from mixtures.guarantee import Folder, cut_folders
 from mixtures.interleave import Order, interleave
 from mixtures.planner import MixError, Plan, plan_stage
@@ -50,6 +52,8 @@ Layout = dict[str, list[ShardJob]]
 _CUT_VERSION = 2
 #: seconds between two writes of manifest.json while shards land (and once at the end)
 MANIFEST_EVERY_S = 2.0
+#: where the rows the shards draw are gathered while they are written (mixtures/gather.py)
+GATHER = ".gather"
 
 
 def mix_stage(cfg: MixtureConfig, stage_name: str, input_path: str | Path, output: str | Path, *, fresh: bool = False) -> MixReport:
@@ -242,6 +246,7 @@ def _write_shards(jobs: list[ShardJob], out: Path, manifest: dict[str, Any]) -> 
         else:
             stats[job.path] = finished
     log.info("stage %s: %d shards, %d to write", manifest["stage"], len(jobs), len(todo))
+    todo = gather(todo, out / GATHER)  # every row read once, not once per shard that draws it
     last = time.monotonic()
     for job, s in _on_ray(todo):
         stats[job.path] = s
@@ -250,6 +255,7 @@ def _write_shards(jobs: list[ShardJob], out: Path, manifest: dict[str, Any]) -> 
             _atomic_json(out / "manifest.json", manifest)
             last = time.monotonic()
     _atomic_json(out / "manifest.json", manifest)
+    remove_gathered(out / GATHER)
     return stats
 
 

@@ -97,14 +97,20 @@ def _poly_hash(ids: pa.Array) -> np.ndarray:
         return (cum[offsets[1:]] - cum[offsets[:-1]]) ^ (lengths.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
 
 
-def ordered_map(fn: Any, args: list[tuple], *, in_flight: int | None = None) -> list[Any]:
-    """``[fn(*a) for a in args]``, as Ray tasks when Ray is up (at most ``in_flight`` at a time,
-    spread over the cluster's nodes), else in this process."""
+def _ray_up() -> bool:
     import sys
 
     ray = sys.modules.get("ray")
-    if ray is None or not ray.is_initialized() or len(args) < 2:
+    return ray is not None and ray.is_initialized()
+
+
+def ordered_map(fn: Any, args: list[tuple], *, in_flight: int | None = None) -> list[Any]:
+    """``[fn(*a) for a in args]``, as Ray tasks when Ray is up (at most ``in_flight`` at a time,
+    spread over the cluster's nodes), else in this process."""
+    if not _ray_up() or len(args) < 2:
         return [fn(*a) for a in args]
+    import ray
+
     task = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(fn)
     limit = in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
     out: list[Any] = [None] * len(args)
@@ -199,7 +205,7 @@ def curated_files(path: str | Path) -> list[str]:
     return files
 
 
-def _scan_file(path: str, leaves: list[Leaf], est: Estimators, unit: str, seed: int) -> dict[str, Any]:
+def _scan_file(path: str, leaves: list[Leaf], est: Estimators, unit: str, seed: int, threads: bool = False) -> dict[str, Any]:
     """The candidates of one curated file: kept rows some leaf takes, with what the pool keeps."""
     pf = pq.ParquetFile(path)
     present = set(pf.schema_arrow.names)
@@ -208,28 +214,26 @@ def _scan_file(path: str, leaves: list[Leaf], est: Estimators, unit: str, seed: 
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("row", "source", "bytes", "cost", "bits", "key0", "key2")}
     sources: dict[str, int] = {}
     start = 0
-    for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=names, use_threads=False):
+    for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=names, use_threads=threads):
         n = batch.num_rows
         if "status" in present:
             kept = pc.fill_null(pc.equal(batch.column("status"), "kept"), False).to_numpy(zero_copy_only=False)
         else:
             kept = np.zeros(n, dtype=bool)
-        rows = np.flatnonzero(kept)
-        sub = batch.take(pa.array(rows)) if len(rows) < n else batch
-        bits = match_leaves(leaves, sub)
+        bits = match_leaves(leaves, batch, kept)
         cand = bits.any(axis=1)
-        if not cand.all():
-            sub, bits, rows = sub.filter(pa.array(cand)), bits[cand], rows[cand]
+        rows = np.flatnonzero(cand)
         if len(rows):
-            ids = sub.column("id")
-            src = sub.column("source") if "source" in present else pa.nulls(len(rows), pa.string())
+            pick = pa.array(rows)
+            ids = batch.column("id").take(pick)
+            src = batch.column("source").take(pick) if "source" in present else pa.nulls(len(rows), pa.string())
             enc = pc.dictionary_encode(pc.fill_null(src, ""))
             local = np.asarray([sources.setdefault(s, len(sources)) for s in enc.dictionary.to_pylist()], dtype=np.int32)
             parts["row"].append((start + rows).astype(np.int32))
             parts["source"].append(local[enc.indices.to_numpy(zero_copy_only=False)])
-            parts["bytes"].append(media_bytes(sub))
-            parts["cost"].append(table_costs(sub, est)[unit])
-            parts["bits"].append(np.packbits(bits, axis=1))
+            parts["bytes"].append(media_bytes(batch)[rows])
+            parts["cost"].append(table_costs(batch, est)[unit][rows])
+            parts["bits"].append(np.packbits(bits[rows], axis=1))
             parts["key0"].append(order_keys(ids, seed, 0))
             parts["key2"].append(_poly_hash(ids))
         start += n
@@ -268,7 +272,7 @@ def load_pool(path: str | Path, stage: StageMix, estimators: Estimators, *, seed
     ``seed``: the order keys computed on the way (another seed's are computed when planned)."""
     leaves = leaves_of(stage.groups)
     files = curated_files(path)
-    scans = ordered_map(_scan_file, [(f, leaves, estimators, stage.unit, seed) for f in files])
+    scans = ordered_map(_scan_file, [(f, leaves, estimators, stage.unit, seed, not _ray_up()) for f in files])
     names = sorted({s for sc in scans for s in sc["names"]})
     code = {s: i for i, s in enumerate(names)}
     cat = {k: np.concatenate([sc[k] for sc in scans]) for k in ("row", "bytes", "cost", "key0", "key2")}

@@ -9,6 +9,7 @@ sample's media, and a media file above ``STREAM_ABOVE`` is copied into the tar a
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -77,6 +78,8 @@ class ShardJob:
     estimators: Estimators
     seed: int = 0
     text_first: dict[str, float] = field(default_factory=dict)  # group -> share with the text first
+    gathered: list[str] | None = None  # the rows copied out of ``files`` (mixtures.gather), parallel to it
+    gathered_row: np.ndarray | None = None  # per sample: its row in that copy
 
     def __len__(self) -> int:
         return len(self.row)
@@ -162,22 +165,36 @@ def _primary_text(row: dict[str, Any]) -> str | None:
 
 def _read(job: ShardJob) -> tuple[list[dict[str, Any]], dict[str, np.ndarray], np.ndarray]:
     """The distinct rows the job draws (records), their costs in every unit, and each sample's
-    index into them. A file is read a row group at a time, and only the row groups it needs."""
-    tables, keys = [], []
-    for fi in np.unique(job.file).tolist():
-        rows = np.unique(job.row[job.file == fi])
-        pf = pq.ParquetFile(job.files[fi])
-        bounds = np.cumsum([0] + [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)])
-        group_of = np.searchsorted(bounds, rows, side="right") - 1
-        for g in np.unique(group_of).tolist():
-            local = rows[group_of == g]
-            tables.append(pf.read_row_group(g, use_threads=False).take(pa.array(local - bounds[g])))
-            keys.append(fi * 2**32 + local.astype(np.int64))
-    table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
-    key = np.concatenate(keys)
-    order = np.argsort(key, kind="stable")
-    index = order[np.searchsorted(key[order], job.file.astype(np.int64) * 2**32 + job.row)]
-    return from_table(table), table_costs(table, job.estimators), index
+    index into them: from the gathered copies (memory-mapped Arrow, only the batches of its rows),
+    else from the curated files, a row group at a time and only the row groups it needs."""
+    where = job.row if job.gathered is None else job.gathered_row
+    tables, keys, maps = [], [], []
+    try:
+        for fi in np.unique(job.file).tolist():
+            rows = np.unique(where[job.file == fi])
+            if job.gathered is None:
+                pf = pq.ParquetFile(job.files[fi])
+                sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)]
+                read = functools.partial(pf.read_row_group, use_threads=False)
+            else:
+                maps.append(pa.memory_map(job.gathered[fi]))
+                reader = pa.ipc.open_file(maps[-1])
+                sizes = [reader.get_batch(b).num_rows for b in range(reader.num_record_batches)]
+                read = reader.get_batch
+            bounds = np.cumsum([0, *sizes])
+            group_of = np.searchsorted(bounds, rows, side="right") - 1
+            for g in np.unique(group_of).tolist():
+                part = read(g).take(pa.array(rows[group_of == g] - bounds[g]))
+                tables.append(part if isinstance(part, pa.Table) else pa.Table.from_batches([part]))
+                keys.append(fi * 2**32 + rows[group_of == g].astype(np.int64))
+        table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+        key = np.concatenate(keys)
+        order = np.argsort(key, kind="stable")
+        index = order[np.searchsorted(key[order], job.file.astype(np.int64) * 2**32 + where)]
+        return from_table(table), table_costs(table, job.estimators), index
+    finally:
+        for m in maps:
+            m.close()
 
 
 class _Hashing:

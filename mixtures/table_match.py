@@ -102,13 +102,13 @@ def _spec_mask(g: GroupSpec, batch: pa.RecordBatch | pa.Table, alive: np.ndarray
     return m
 
 
-def match_leaves(leaves: list[Any], batch: pa.RecordBatch | pa.Table) -> np.ndarray:
-    """(rows, leaves) booleans: which leaf groups take each row. Specs shared by leaves (their
-    ancestors) are tested once."""
+def match_leaves(leaves: list[Any], batch: pa.RecordBatch | pa.Table, alive: np.ndarray | None = None) -> np.ndarray:
+    """(rows, leaves) booleans: which leaf groups take each row (of ``alive`` only, when given).
+    Specs shared by leaves (their ancestors) are tested once."""
     n = batch.num_rows
     out = np.zeros((n, len(leaves)), dtype=bool)
     cache: dict[int, np.ndarray] = {}
-    everyone = np.ones(n, dtype=bool)
+    everyone = np.ones(n, dtype=bool) if alive is None else alive
     for j, leaf in enumerate(leaves):
         m = everyone
         for g in leaf.specs:

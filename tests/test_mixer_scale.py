@@ -6,6 +6,7 @@ large media to the file and hash what they wrote; the default shard limit is 1 G
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -337,6 +338,26 @@ def test_large_media_stream_into_the_tar_and_the_hash_is_of_what_was_written(tmp
     rec = json.loads(members["id0_1.json"])
     assert rec["repeat"] == 1 and rec["cost"]["video_tokens"] > 0 and isinstance(rec["text_first"], bool)
     assert not list((tmp_path / "out").glob(".*.tmp"))
+    # from the rows gathered into memory-mapped Arrow (what mix_stage does), the very same bytes
+    from mixtures.gather import gather
+
+    (again,) = gather([dataclasses.replace(job, path=str(tmp_path / "again" / "train-000000.tar"))], tmp_path / ".gather")
+    assert again.gathered and again.gathered_row.tolist() == [0, 1, 2, 0]
+    assert shards.write_shard(again).sha256 == stats.sha256 and Path(again.path).read_bytes() == data
+
+
+def test_a_mix_leaves_no_gathered_rows(ray_local, synthetic, tmp_path):
+    import bench_mix_scale
+
+    from mixtures.mixer import mix_stage
+
+    mix = bench_mix_scale.mixture(400000)
+    mix["stages"][0]["shards"] = {"max_samples": 100}
+    out = tmp_path / "s"
+    rep = mix_stage(MixtureConfig.model_validate(mix), "pretrain", synthetic, out)
+    assert rep.shards >= 3 and not (out / ".gather").exists()
+    written = sum(1 for t in sorted(out.glob("train-*.tar")) for _ in wds.WebDataset(str(t), shardshuffle=False))
+    assert written == rep.totals["samples"] and not rep.skipped
 
 
 def test_shards_default_to_at_most_one_gib():
