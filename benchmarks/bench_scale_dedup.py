@@ -57,7 +57,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from curate.global_phase import ApplyFn, decide_globally, peak_rss  # noqa: E402
+from curate.global_phase import ApplyFn, current_rss, decide_globally, peak_rss  # noqa: E402
 from operators.base import StageContext  # noqa: E402
 from operators.dedup.exact import ExactDedup  # noqa: E402
 from operators.dedup.image_phash import CROP_VIEWS, ImagePhashDedup, lsh_keys  # noqa: E402
@@ -256,7 +256,9 @@ def _reset_peak() -> None:
 
 
 def _apply_file(op, decisions_dir: str, path: str) -> dict:
+    pa.default_memory_pool().release_unused()
     _reset_peak()
+    start = current_rss()
     t0 = time.perf_counter()
     out = ApplyFn(op, Path(decisions_dir))(pa.table({"path": [path]}))
     status = out["status"]
@@ -265,6 +267,7 @@ def _apply_file(op, decisions_dir: str, path: str) -> dict:
         "duplicates": int(pc.sum(pc.equal(status, "duplicate")).as_py() or 0),
         "s": time.perf_counter() - t0,
         "peak_rss": peak_rss(),
+        "rss_start": start,
         "pid": os.getpid(),
     }
 
@@ -321,6 +324,7 @@ def run(kind: str, n: int, args, ray) -> dict:
     steps["apply"] = {
         "tasks": len(applied),
         "peak_rss_max": max(a["peak_rss"] for a in applied),
+        "peak_over_start_max": max(a["peak_rss"] - a["rss_start"] for a in applied),
         "task_s_sum": round(sum(a["s"] for a in applied), 3),
         "task_s_max": round(max(a["s"] for a in applied), 3),
         "duplicates": sum(a["duplicates"] for a in applied),
@@ -356,6 +360,7 @@ def run(kind: str, n: int, args, ray) -> dict:
         "cpu_us_per_row": round(1e6 * cpu_s / n, 2),
         "driver_peak_rss_mb": round(driver_peak / 2**20, 1),
         "peak_rss_mb": {name: round(s.get("peak_rss_max", 0) / 2**20, 1) for name, s in steps.items()},
+        "peak_over_task_start_mb": {name: round(s.get("peak_over_start_max", 0) / 2**20, 1) for name, s in steps.items()},
         "step_s": {name: {"sum": s.get("task_s_sum"), "max": s.get("task_s_max"), "tasks": s.get("tasks")} for name, s in steps.items()},
         "bytes_per_row": per_row,
         "stats": report,
@@ -413,7 +418,7 @@ def main() -> None:
             r = run(kind, n, args, ray)
             r["date"] = time.strftime("%Y-%m-%d")
             results.append(r)
-            print(" ".join(f"{r[c]!s:>16}" for c in cols), r["peak_rss_mb"], r["bytes_per_row"], r["quality"], flush=True)
+            print(" ".join(f"{r[c]!s:>16}" for c in cols), r["peak_rss_mb"], r["peak_over_task_start_mb"], r["bytes_per_row"], r["quality"], flush=True)
             merged = [p for p in previous if (p["kind"], p["rows"]) not in {(x["kind"], x["rows"]) for x in results}] + results
             doc = {
                 "benchmark": "scale_dedup",

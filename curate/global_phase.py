@@ -95,6 +95,18 @@ def _reset_peak() -> None:
         pass
 
 
+def current_rss() -> int:
+    """This process's resident set now (bytes; 0 where /proc is not there)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def peak_rss() -> int:
     """This process's peak resident set (bytes) since the last ``_reset_peak``: VmHWM, else ru_maxrss."""
     try:
@@ -112,10 +124,13 @@ def _task(fn):
 
     @functools.wraps(fn)
     def run(*args, **kwargs) -> dict[str, Any]:
+        pa.default_memory_pool().release_unused()  # what earlier tasks of this worker left cached
         _reset_peak()
+        start = current_rss()
         t0 = time.perf_counter()
         out = fn(*args, **kwargs) or {}
-        out.update(pid=os.getpid(), s=time.perf_counter() - t0, peak_rss=peak_rss())
+        out.update(pid=os.getpid(), s=time.perf_counter() - t0, peak_rss=peak_rss(), rss_start=start)
+        pa.default_memory_pool().release_unused()
         return out
 
     return run
@@ -128,9 +143,10 @@ def _step_stats(results: list[dict[str, Any]]) -> dict[str, Any]:
     if not results:
         return out
     out["peak_rss_max"] = max(r["peak_rss"] for r in results)
+    out["peak_over_start_max"] = max(r["peak_rss"] - r.get("rss_start", 0) for r in results)
     out["task_s_sum"] = round(sum(r["s"] for r in results), 3)
     out["task_s_max"] = round(max(r["s"] for r in results), 3)
-    for k in sorted({k for r in results for k in r} - {"pid", "s", "peak_rss"}):
+    for k in sorted({k for r in results for k in r} - {"pid", "s", "peak_rss", "rss_start"}):
         values = [r[k] for r in results if isinstance(r.get(k), int | float | np.integer | np.floating)]
         if values:
             out[k] = sum(values)

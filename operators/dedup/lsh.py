@@ -22,6 +22,7 @@ __all__ = [
     "cap_keys",
     "first_shared_key",
     "hot_keys",
+    "in_sorted",
     "key_matrix",
 ]
 
@@ -95,6 +96,14 @@ def key_matrix(keys_col: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return out
 
 
+def in_sorted(values: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
+    """Per value: whether it is in ``sorted_keys`` (binary search: cheap when those are few)."""
+    if not len(sorted_keys):
+        return np.zeros(len(values), dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_keys, values), len(sorted_keys) - 1)
+    return sorted_keys[at] == values
+
+
 def hot_keys(keys: np.ndarray, cap: int | None) -> np.ndarray:
     """The keys (sorted) that more than ``cap`` of the given key rows share (none when cap is None)."""
     keys = np.asarray(keys, dtype=np.int64)
@@ -114,7 +123,7 @@ class KeyLists:
         self.values = arr.values.to_numpy(zero_copy_only=False).astype(np.int64)
         lengths = np.diff(self.offsets)
         self.width = int(lengths.max()) if len(lengths) else 1
-        self.hot = np.isin(self.values, hot) if hot is not None and len(hot) else None
+        self.hot = in_sorted(self.values, hot) if hot is not None and len(hot) else None
 
     def _gather(self, rows: np.ndarray, values: np.ndarray, pad) -> np.ndarray:
         start, end = self.offsets[rows], self.offsets[rows + 1]
