@@ -248,7 +248,9 @@ def _write_shards(jobs: list[ShardJob], out: Path, manifest: dict[str, Any]) -> 
     log.info("stage %s: %d shards, %d to write", manifest["stage"], len(jobs), len(todo))
     todo = gather(todo, out / GATHER)  # every row read once, not once per shard that draws it
     last = time.monotonic()
-    for job, s in _on_ray(todo):
+    nodes: set[str] = set()
+    for job, (s, node) in _on_ray(todo):
+        nodes.add(node)
         stats[job.path] = s
         manifest["shards"][os.path.relpath(job.path, out)] = {"sha256": s.sha256, "samples": s.samples, "bytes": s.bytes}
         if time.monotonic() - last >= MANIFEST_EVERY_S:
@@ -256,12 +258,21 @@ def _write_shards(jobs: list[ShardJob], out: Path, manifest: dict[str, Any]) -> 
             last = time.monotonic()
     _atomic_json(out / "manifest.json", manifest)
     remove_gathered(out / GATHER)
+    if todo:
+        log.info("stage %s: %d shards written by tasks on %d node(s)", manifest["stage"], len(todo), len(nodes))
     return stats
 
 
-def _on_ray(jobs: Iterable[ShardJob], in_flight: int | None = None) -> Iterator[tuple[ShardJob, ShardStats]]:
-    """(job, stats) of every job, one Ray task each, as they finish; tasks spread over the
-    cluster's nodes, at most ``in_flight`` (default two per CPU) submitted at a time."""
+def _write_on_node(job: ShardJob) -> tuple[ShardStats, str]:
+    """A shard task: the shard's stats and the Ray node that wrote it."""
+    import ray
+
+    return write_shard(job), ray.get_runtime_context().get_node_id()
+
+
+def _on_ray(jobs: Iterable[ShardJob], in_flight: int | None = None) -> Iterator[tuple[ShardJob, tuple[ShardStats, str]]]:
+    """(job, (stats, node)) of every job, one Ray task each, as they finish; tasks spread over
+    the cluster's nodes, at most ``in_flight`` (default two per CPU) submitted at a time."""
     jobs = list(jobs)
     if not jobs:
         return
@@ -269,7 +280,7 @@ def _on_ray(jobs: Iterable[ShardJob], in_flight: int | None = None) -> Iterator[
 
     if not ray.is_initialized():
         ray.init()
-    task = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(write_shard)
+    task = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(_write_on_node)
     limit = in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
     pending: dict[Any, ShardJob] = {}
     for job in jobs:
