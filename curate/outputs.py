@@ -424,6 +424,7 @@ def finalize(
 
         parallel = ray.is_initialized()
     work = out / "_work" / "finalize"
+    out.mkdir(parents=True, exist_ok=True)
     for d in (out / "samples", out / "rejected", out / xi.INDEX_DIR, work):
         shutil.rmtree(d, ignore_errors=True)
     files = sorted(final_dir.glob("*.parquet"))
