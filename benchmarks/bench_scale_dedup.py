@@ -259,13 +259,14 @@ def _apply_file(op, decisions_dir: str, path: str) -> dict:
     pa.default_memory_pool().release_unused()
     _reset_peak()
     start = current_rss()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     out = ApplyFn(op, Path(decisions_dir))(pa.table({"path": [path]}))
     status = out["status"]
     return {
         "rows": out.num_rows,
         "duplicates": int(pc.sum(pc.equal(status, "duplicate")).as_py() or 0),
         "s": time.perf_counter() - t0,
+        "cpu": time.process_time() - c0,
         "peak_rss": peak_rss(),
         "rss_start": start,
         "pid": os.getpid(),
@@ -326,6 +327,7 @@ def run(kind: str, n: int, args, ray) -> dict:
         "peak_rss_max": max(a["peak_rss"] for a in applied),
         "peak_over_start_max": max(a["peak_rss"] - a["rss_start"] for a in applied),
         "task_s_sum": round(sum(a["s"] for a in applied), 3),
+        "task_cpu_s_sum": round(sum(a["cpu"] for a in applied), 3),
         "task_s_max": round(max(a["s"] for a in applied), 3),
         "duplicates": sum(a["duplicates"] for a in applied),
     }
@@ -344,7 +346,8 @@ def run(kind: str, n: int, args, ray) -> dict:
         "decision_bytes": round(decision_bytes / n, 1),
         "input_bytes": round(input_bytes / n, 1),
     }
-    cpu_s = sum(s.get("task_s_sum", 0) for s in steps.values())
+    task_s = sum(s.get("task_s_sum", 0) for s in steps.values())
+    cpu_s = sum(s.get("task_cpu_s_sum", 0) for s in steps.values())
     out = {
         "kind": kind,
         "rows": n,
@@ -356,12 +359,16 @@ def run(kind: str, n: int, args, ray) -> dict:
         "apply_s": round(t3 - t2, 2),
         "total_s": round(t3 - t1, 2),
         "us_per_row": round(1e6 * (t3 - t1) / n, 2),
+        "task_s": round(task_s, 2),
         "task_cpu_s": round(cpu_s, 2),
         "cpu_us_per_row": round(1e6 * cpu_s / n, 2),
         "driver_peak_rss_mb": round(driver_peak / 2**20, 1),
         "peak_rss_mb": {name: round(s.get("peak_rss_max", 0) / 2**20, 1) for name, s in steps.items()},
         "peak_over_task_start_mb": {name: round(s.get("peak_over_start_max", 0) / 2**20, 1) for name, s in steps.items()},
-        "step_s": {name: {"sum": s.get("task_s_sum"), "max": s.get("task_s_max"), "tasks": s.get("tasks")} for name, s in steps.items()},
+        "step_s": {
+            name: {"sum": s.get("task_s_sum"), "cpu": s.get("task_cpu_s_sum"), "max": s.get("task_s_max"), "tasks": s.get("tasks")}
+            for name, s in steps.items()
+        },
         "bytes_per_row": per_row,
         "stats": report,
         "quality": quality,
